@@ -1,0 +1,5 @@
+import sys
+
+from mulde.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""A trained run directory: resolved config, one detector file per feature type, and stats.
+
+Layout::
+
+    run_dir/config.yaml              the resolved config of ``vad train``
+    run_dir/run.json                 version, extractor key, feature types, training stats
+    run_dir/<feature_type>.safetensors   one detector per feature type
+
+``vad evaluate`` and ``vad score`` need nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mulde.errors import ModelFileError
+from mulde.pipeline.score import TypeStats
+
+RUN_FORMAT = 1
+
+
+@dataclass
+class Run:
+    folder: Path
+    config: dict[str, Any]
+    extractor: str
+    extractor_key: str
+    feature_types: tuple[str, ...]
+    stats: dict[str, TypeStats]
+    detectors: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def detector_path(self, ftype: str) -> Path:
+        return self.folder / f"{ftype}.safetensors"
+
+
+def write_run_json(folder: Path, info: dict[str, Any]) -> Path:
+    path = folder / "run.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"format": RUN_FORMAT, **info}, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def load_run(folder: str | os.PathLike, device: str | None = None) -> Run:
+    """Open a run directory written by ``vad train`` and load its detectors."""
+    from mulde.detector.registry import load_detector
+
+    folder = Path(folder).expanduser()
+    meta = folder / "run.json"
+    if not meta.is_file():
+        raise ModelFileError(f"{folder}: not a trained run (no run.json); pass the --out folder of `vad train`")
+    try:
+        info = json.loads(meta.read_text())
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"{meta}: unreadable run metadata ({type(exc).__name__}); retrain with `vad train`") from exc
+    if info.get("format") != RUN_FORMAT:
+        raise ModelFileError(f"{meta}: run format {info.get('format')} is not supported by this mulde (expects {RUN_FORMAT}); retrain")
+    run = Run(folder=folder, config=config, extractor=info["extractor"], extractor_key=info["extractor_key"],
+              feature_types=tuple(info["feature_types"]),
+              stats={t: TypeStats(**s) for t, s in info["stats"].items()}, info=info)
+    for ftype in run.feature_types:
+        path = run.detector_path(ftype)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: detector file missing from the run; retrain with `vad train`")
+        run.detectors[ftype] = load_detector(path, device=device) if device else load_detector(path)
+    return run
