@@ -52,3 +52,67 @@ class Dataset:
 
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
+
+
+SPLITS = ("train", "test")
+
+
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> str:
+    """Return ``split`` or raise InputError listing the allowed names."""
+    from mulde.errors import InputError
+
+    if split not in allowed:
+        raise InputError(f"unknown split {split!r}; choose one of: {', '.join(allowed)}")
+    return split
+
+
+def ranges_to_labels(n_frames: int, ranges, one_based: bool, video_id: str,
+                     where: str = "annotation") -> np.ndarray:
+    """Per-frame 0/1 labels from inclusive ``(start, end)`` ranges (converted to 0-based here)."""
+    from mulde.errors import DatasetError
+
+    labels = np.zeros(int(n_frames), np.uint8)
+    shift = 1 if one_based else 0
+    for start, end in ranges:
+        s, e = int(start) - shift, int(end) - shift
+        if s < 0 or e < s or e >= n_frames:
+            base = "1-based" if one_based else "0-based"
+            raise DatasetError(
+                f"{video_id}: anomaly range {start}..{end} ({base}, inclusive) from {where} lies "
+                f"outside the video's {n_frames} frames; check that the annotation belongs to "
+                "this video")
+        labels[s:e + 1] = 1
+    return labels
+
+
+def check_label_length(video_id: str, labels: np.ndarray, n_frames: int, where: str) -> np.ndarray:
+    """Raise DatasetError when labels and frames disagree in length (never truncate silently)."""
+    from mulde.errors import DatasetError
+
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n_frames:
+        raise DatasetError(
+            f"{video_id}: labels from {where} cover {labels.size} frames but the video has "
+            f"{n_frames} decodable frames; fix the annotation or re-extract the video's frames")
+    return (labels != 0).astype(np.uint8)
+
+
+def count_frames(source: Path, fps: float | None = None) -> int:
+    """Decodable frame count of a video file or frame folder (cheap for frame folders)."""
+    from mulde.datasets.video import list_frame_files, open_video
+
+    source = Path(source)
+    if source.is_dir():
+        return len(list_frame_files(source))
+    with open_video(source, fps=fps) as reader:
+        return reader.n_frames
+
+
+def require_dir(path: Path, dataset: str, what: str) -> Path:
+    """``path`` if it is a folder, else DatasetError naming the expected layout."""
+    from mulde.errors import DatasetError
+
+    if not path.is_dir():
+        raise DatasetError(f"{path}: expected folder not found ({what}); is --root the {dataset} "
+                           "folder?")
+    return path

@@ -74,7 +74,7 @@ def weights_available(weights: str | os.PathLike | None = None,
     return local_weights_path(CLIP_WEIGHTS, cache).is_file() or hub_cached_file() is not None
 
 
-def _build(random_init: bool = True) -> Any:
+def _build() -> Any:
     import timm
 
     return timm.create_model(TIMM_MODEL, pretrained=False)

