@@ -230,10 +230,26 @@ def load_hiera(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return build_hiera(model, model_kwargs)
+    path = resolve_weights(model, checkpoint, weights, cache, progress)
+    state = load_state_dict_file(path)
     net = build_hiera(model, model_kwargs)
+    apply_state_dict(net, state, model, str(path))
+    return net
+
+
+def resolve_weights(
+    model: str = DEFAULT_MODEL,
+    checkpoint: str = DEFAULT_CHECKPOINT,
+    weights: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """The checkpoint file to load: ``weights``, the local file, the torch hub cache or a download."""
     if weights is not None:
-        apply_state_dict(net, load_state_dict_file(weights), model, str(weights))
-        return net
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist; pass an existing checkpoint path")
+        return path
     if model not in WEIGHTS:
         raise WeightsError(
             f"{model} has no published weights; pass --weights PATH or use random_init=True"
@@ -241,11 +257,8 @@ def load_hiera(
     url = checkpoint_url(model, checkpoint)
     for path in (local_weights_path(model, cache, checkpoint), _hub_cached_file(url)):
         if path.is_file():
-            apply_state_dict(net, load_state_dict_file(path), model, str(path))
-            return net
-    path = download_weights(model, cache, progress, checkpoint)
-    apply_state_dict(net, load_state_dict_file(path), model, str(path))
-    return net
+            return path
+    return download_weights(model, cache, progress, checkpoint)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -513,6 +526,6 @@ class HieraExtractor:
 __all__ = [
     "DEFAULT_CHECKPOINT", "DEFAULT_MODEL", "HIERA_MODELS", "KINETICS_MEAN", "KINETICS_STD",
     "PRESETS", "WEIGHTS", "HieraConfig", "HieraExtractor", "build_hiera", "checkpoint_url",
-    "download_weights", "load_hiera", "load_state_dict_file", "local_weights_path",
+    "download_weights", "load_hiera", "resolve_weights", "load_state_dict_file", "local_weights_path",
     "model_dim", "preprocess_frames", "prefetch_chunks", "resolve_device",
 ]
