@@ -18,14 +18,16 @@ PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2"
 
 
 def moving_square(n: int = 24, h: int = 96, w: int = 128, size: int = 16, step: int = 3):
-    """Static textured background with a bright square moving right; returns frames, boxes."""
+    """Static textured background with a bright textured square moving right; returns frames
+    and the square's true boxes."""
     rng = np.random.default_rng(1)
     bg = cv2.GaussianBlur(rng.uniform(60, 120, (h, w)).astype(np.float32), (0, 0), 3).astype(np.uint8)
+    square = rng.uniform(170, 255, (size, size)).astype(np.uint8)
     frames, boxes = [], []
     for t in range(n):
         img = bg.copy()
         x, y = 10 + step * t, 40
-        img[y:y + size, x:x + size] = 230
+        img[y:y + size, x:x + size] = square
         frames.append(np.repeat(img[..., None], 3, axis=2))
         boxes.append((x, y, x + size, y + size))
     return np.stack(frames), np.array(boxes, np.float32)
@@ -51,7 +53,7 @@ def test_missing_and_corrupt_detector_weights(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="bad.pt"):
-        YoloDetector(weights=bad, device="cpu").model
+        _ = YoloDetector(weights=bad, device="cpu").model
 
 
 def test_bad_detector_options():
@@ -97,10 +99,13 @@ def test_motion_proposer_finds_the_moving_square(method):
     prop = MotionProposer(MotionConfig(method=method, min_area=50, close_size=5))
     boxes = prop(frames[:12]) + prop(frames[12:])  # two chunks: state carries over
     assert len(boxes) == len(frames)
-    for t in range(4, len(frames)):
+    for t in range(1, len(frames)):
         assert len(boxes[t]) >= 1, f"frame {t}: nothing found"
-        best = max(iou(b, truth[t]) for b in boxes[t])
-        assert best > 0.4, f"frame {t}: best IoU {best:.2f}"
+        if method == "diff":  # differencing sees the leading and trailing edges: check their hull
+            found = np.array([*boxes[t][:, :2].min(axis=0), *boxes[t][:, 2:].max(axis=0)])
+        else:
+            found = max(boxes[t], key=lambda b: iou(b, truth[t]))
+        assert iou(found, truth[t]) > 0.6, f"frame {t}: IoU {iou(found, truth[t]):.2f}"
     static = np.repeat(frames[:1], 8, axis=0)
     assert all(len(b) == 0 for b in MotionProposer()(static))
 

@@ -105,7 +105,7 @@ def test_smooth_preserves_constant_and_spreads_peak():
 
 def test_auc_metrics_macro_convention():
     labels = {"a": np.array([0, 0, 1, 1]), "b": np.array([1, 1, 1]), "c": np.array([0, 1, 0])}
-    scores = {"a": np.array([0.1, 0.2, 0.9, 0.8]), "b": np.array([0.5, 0.5, 0.5]), "c": np.array([0.3, 0.2, 0.1])}
+    scores = {"a": np.array([0.1, 0.2, 0.9, 0.8]), "b": np.array([0.5, 0.5, 0.5]), "c": np.array([0.3, 0.1, 0.2])}
     m = auc_metrics(scores, labels)
     assert m["per_video_auc"] == {"a": 1.0, "c": 0.0}
     assert m["macro_auc"] == 0.5 and m["macro_excluded"] == ["b"] and m["macro_videos"] == 2

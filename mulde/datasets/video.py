@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import cv2  # before decord: decord loaded first breaks OpenCV's PNG decoding (zlib clash)
 import numpy as np
 
 from mulde.errors import InputError, VideoError
@@ -162,12 +163,17 @@ class FrameFolderVideo(VideoReader):
 
     @staticmethod
     def _load(path: Path) -> np.ndarray:
-        import cv2
-
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise VideoError(f"{path}: cannot read image (missing or corrupt); replace or delete it")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if img is not None:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        try:  # Pillow as a second decoder (see the note at ``import cv2``)
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except Exception:  # noqa: BLE001 - any failure means the file is unreadable
+            raise VideoError(f"{path}: cannot read image (missing or corrupt); replace or delete "
+                             "it") from None
 
     def _read(self, indices: list[int]) -> np.ndarray:
         out = np.empty((len(indices), self.height, self.width, 3), np.uint8)
@@ -235,8 +241,6 @@ class OpenCVVideo(VideoReader):
     backend = "opencv"
 
     def __init__(self, path: Path, header_count: int | None = None, use_cache: bool = True) -> None:
-        import cv2
-
         self._cv2 = cv2
         self.path = str(path)
         self._file = path
@@ -307,8 +311,17 @@ class OpenCVVideo(VideoReader):
             self._cap = None
 
 
+class _DecordUnreliable(Exception):
+    """decord could not decode the frames its index promises; use the OpenCV backend."""
+
+
 class DecordVideo(VideoReader):
-    """decord random access for files with valid per-frame timestamps."""
+    """decord random access for files with valid per-frame timestamps.
+
+    The header count is verified by decoding the first and the last frame; when that fails the
+    constructor raises ``_DecordUnreliable`` and :func:`open_video` falls back to OpenCV, which
+    counts the decodable frames (decord's decoder does not recover from such an error).
+    """
 
     backend = "decord"
 
@@ -316,23 +329,15 @@ class DecordVideo(VideoReader):
         self.path = str(path)
         self._vr = vr
         self.fps = float(vr.get_avg_fps() or 0.0) or DEFAULT_FPS
-        claimed = len(vr)
-        n = claimed
+        self.n_frames = len(vr)
         try:
-            last = vr.get_batch([n - 1]).asnumpy()
+            first = vr.get_batch([0]).asnumpy()
+            last = vr.get_batch([self.n_frames - 1]).asnumpy()
         except Exception:  # noqa: BLE001 - decord raises its own error types
-            last = None
-        if last is None or last.size == 0:
-            n = _cached_count(path)
-            if n is None:
-                n = _count_with_opencv(path)
-                _store_count(path, n)
-            _warn_truncated(path, claimed, n)
-        if n == 0:
-            raise VideoError(f"{path}: no decodable frames (empty or corrupt video file)")
-        self.n_frames = n
-        h, w = vr[0].shape[:2]
-        self.height, self.width = int(h), int(w)
+            raise _DecordUnreliable from None
+        if first.size == 0 or last.size == 0:
+            raise _DecordUnreliable
+        self.height, self.width = (int(v) for v in first.shape[1:3])
 
     def _read(self, indices: list[int]) -> np.ndarray:
         if self._vr is None:
@@ -345,17 +350,6 @@ class DecordVideo(VideoReader):
 
     def close(self) -> None:
         self._vr = None
-
-
-def _count_with_opencv(path: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
 
 
 def _timestamps_usable(vr) -> bool:
@@ -407,7 +401,10 @@ def open_video(source: str | Path, fps: float | None = None, backend: str = "aut
     if vr is not None and len(vr) == 0:
         raise VideoError(f"{path}: video has no frames")
     if vr is not None and (backend == "decord" or _timestamps_usable(vr)):
-        return DecordVideo(path, vr)
+        try:
+            return DecordVideo(path, vr)
+        except _DecordUnreliable:
+            log.debug("decord cannot decode all of %s; using OpenCV", path)
     header = len(vr) if vr is not None else None
     del vr
     return OpenCVVideo(path, header_count=header, use_cache=use_cache)

@@ -396,6 +396,7 @@ class HieraExtractor:
     """Extractor ``hiera``: one Hiera clip embedding per frame (FeatureTable "hiera")."""
 
     name = "hiera"
+    config_class = HieraConfig
     feature_types = ("hiera",)
 
     def __init__(self, **options: Any) -> None:

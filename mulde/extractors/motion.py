@@ -60,8 +60,8 @@ class MotionConfig:
 class MotionProposer:
     """Streams frames of one video and returns the moving-object boxes of each frame.
 
-    The background model is primed on the first chunk it sees (learned from those frames,
-    then applied to them), so the first frames of a video do not come out as all-foreground.
+    The background model is primed with the per-pixel median of the first chunk it sees, so
+    the first frames of a video do not come out as all-foreground.
     """
 
     def __init__(self, config: MotionConfig | None = None) -> None:
@@ -85,13 +85,19 @@ class MotionProposer:
         if use_mog and self._mog is None:
             self._mog = cv2.createBackgroundSubtractorMOG2(
                 history=cfg.history, varThreshold=cfg.var_threshold, detectShadows=True)
-            for g in small:
-                self._mog.apply(g)
+            # Prime with the chunk's per-pixel median: the background wherever objects cover a
+            # pixel less than half the time (feeding the frames themselves would teach MOG2 the
+            # slow movers as background).
+            background = np.median(np.stack(small), axis=0).astype(np.uint8)
+            self._mog.apply(background, learningRate=1.0)
+        # a fixed rate: OpenCV's default (1 / frames seen) learns a slow object into the
+        # background within a few frames of the start
+        rate = 1.0 / cfg.history
         out = []
         for g in small:
             mask = np.zeros(g.shape, np.uint8)
             if use_mog:
-                mask |= (self._mog.apply(g) == 255).astype(np.uint8)  # 127 marks shadows
+                mask |= (self._mog.apply(g, learningRate=rate) == 255).astype(np.uint8)  # 127 marks shadows
             if cfg.method in ("diff", "mog2+diff") and self._prev is not None:
                 mask |= (cv2.absdiff(g, self._prev) > cfg.diff_threshold).astype(np.uint8)
             self._prev = g

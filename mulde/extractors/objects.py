@@ -34,7 +34,7 @@ from mulde.extractors.base import FeatureTable
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, torch_device
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
-from mulde.extractors.pose import POSE_DIM, normalize_keypoints, pose_columns
+from mulde.extractors.pose import normalize_keypoints, pose_columns
 from mulde.extractors.velocity import check_velocity_options, flow_histograms, velocity_columns
 from mulde.extractors.weights import missing_weights
 
@@ -288,7 +288,9 @@ class ObjectExtractor:
         meta = {"feature_type": kind, "dim": len(columns), "extractor": self.name,
                 "columns": columns if kind != "deep" else None, **counts}
         if not r["frame_idx"]:
-            return FeatureTable.empty(len(columns), n_frames, **meta)
+            empty = FeatureTable.empty(len(columns), n_frames)
+            empty.meta.update(meta)
+            return empty
         return FeatureTable(
             frame_idx=np.concatenate(r["frame_idx"]), values=np.concatenate(r["values"]),
             boxes=np.concatenate(r["boxes"]), object_id=np.concatenate(r["object_id"]),

@@ -95,7 +95,7 @@ def extract_split(ds: Dataset, split: str, extractor, cache: FeatureCache, overw
         log.info("%s/%s: %d of %d videos already cached under %s (skipped; --overwrite recomputes)",
                  ds.name, split, skipped, len(items), cache.folder(dkey, key, split))
     for item in tqdm(todo, desc=f"extract {ds.name}/{split}", unit="video", disable=not progress):
-        with open_video(item.source) as reader:
+        with open_video(item.source, fps=ds.default_fps) as reader:
             tables = extractor.extract(reader, progress=progress)
         _check_labels(item, tables)
         cache.save(dkey, key, split, item.video_id, tables)

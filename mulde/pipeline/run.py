@@ -50,8 +50,6 @@ def write_run_json(folder: Path, info: dict[str, Any]) -> Path:
 
 def load_run(folder: str | os.PathLike, device: str | None = None) -> Run:
     """Open a run directory written by ``vad train`` and load its detectors."""
-    from mulde.detector.registry import load_detector
-
     folder = Path(folder).expanduser()
     meta = folder / "run.json"
     if not meta.is_file():
@@ -63,6 +61,8 @@ def load_run(folder: str | os.PathLike, device: str | None = None) -> Run:
         raise ModelFileError(f"{meta}: unreadable run metadata ({type(exc).__name__}); retrain with `vad train`") from exc
     if info.get("format") != RUN_FORMAT:
         raise ModelFileError(f"{meta}: run format {info.get('format')} is not supported by this mulde (expects {RUN_FORMAT}); retrain")
+    from mulde.detector.registry import load_detector
+
     run = Run(folder=folder, config=config, extractor=info["extractor"], extractor_key=info["extractor_key"],
               feature_types=tuple(info["feature_types"]),
               stats={t: TypeStats(**s) for t, s in info["stats"].items()}, info=info)

@@ -1,0 +1,228 @@
+"""Shared machinery of the noise-conditioned network detectors (MULDE and MSMA).
+
+Fit: standardise features, train the network by multiscale denoising score matching, evaluate
+it at L evenly spaced noise levels on the training set, fit a GMM to those L-vectors.
+Score: GMM negative log-likelihood of a sample's L-vector. Subclasses say what the network
+outputs, which loss trains it, and how its outputs become the L-vector.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mulde.detector.base import (
+    Detector,
+    Standardizer,
+    check_features,
+    check_min_samples,
+    config_from_dict,
+    fit_gmm,
+    gmm_from_tensors,
+    gmm_nll,
+    gmm_to_tensors,
+    read_model_file,
+    resolve_device,
+    tf32_enabled,
+    write_model_file,
+)
+from mulde.detector.dsm import StepFn
+from mulde.detector.network import NoiseConditionedMLP, init_network
+from mulde.detector.training import TrainSettings, evaluate_loss, resolve_steps, train_dsm
+from mulde.errors import InputError, ModelFileError
+
+
+def check_noise_config(cfg: Any) -> None:
+    """Validate the fields every noise-conditioned detector config has (InputError)."""
+    if not 0 < cfg.sigma_low < cfg.sigma_high:
+        raise InputError(
+            f"need 0 < sigma_low < sigma_high, got sigma_low={cfg.sigma_low}, "
+            f"sigma_high={cfg.sigma_high}"
+        )
+    for name in ("n_levels", "batch_size", "steps", "gmm_components", "score_batch_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise InputError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.hidden or min(cfg.hidden) < 1:
+        raise InputError(f"hidden must be a non-empty list of positive widths, got {cfg.hidden}")
+    if not 0 <= cfg.holdout < 1:
+        raise InputError(f"holdout must be a fraction in [0, 1), got {cfg.holdout}")
+    if cfg.epochs is not None and cfg.epochs <= 0:
+        raise InputError(f"epochs must be > 0 (or None to use steps), got {cfg.epochs}")
+    if cfg.lr <= 0:
+        raise InputError(f"lr must be > 0, got {cfg.lr}")
+
+
+class NoiseConditionedDetector(Detector):
+    """Base for MULDE / MSMA: a network f(x, σ) read out at L noise levels plus a GMM."""
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.n_features_in_: int | None = None
+        self.sigmas_: np.ndarray | None = None
+        self.history_: list[float] = []
+        self.holdout_loss_: float | None = None
+        self.net_: NoiseConditionedMLP | None = None
+        self.gmm_ = None
+        self.standardizer_: Standardizer | None = None
+        self.level_mean_: np.ndarray | None = None
+        self.level_std_: np.ndarray | None = None
+        self.device_: torch.device | None = None
+
+    # -- what subclasses define ------------------------------------------------------------
+
+    def _out_features(self, n_features: int) -> int:
+        raise NotImplementedError
+
+    def _make_step(self, net: NoiseConditionedMLP, device: torch.device) -> StepFn:
+        raise NotImplementedError
+
+    def _readout(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """Network output at all levels (n, L[, d]) -> the per-level L-vector (n, L)."""
+        raise NotImplementedError
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def fit(self, X: Any, progress: bool = True) -> NoiseConditionedDetector:
+        """Train the network on normal features ``X`` (n, d), then fit the GMM."""
+        cfg = self.config
+        X = check_features(X)
+        check_min_samples(len(X), max(2, cfg.gmm_components),
+                          f"{type(self).__name__} (gmm_components={cfg.gmm_components})")
+        device = resolve_device(cfg.device)
+        train, held = _split_holdout(X, cfg.holdout, cfg.seed)
+        check_min_samples(len(train), max(2, cfg.gmm_components), "training after the holdout")
+        self.standardizer_ = Standardizer.fit(train)
+        x_train = torch.from_numpy(self.standardizer_.transform(train)).to(device)
+        net = init_network(X.shape[1], cfg.hidden, self._out_features(X.shape[1]), cfg.seed)
+        net = net.to(device)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        settings = TrainSettings(
+            steps=resolve_steps(cfg.steps, cfg.epochs, len(train), cfg.batch_size),
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            adam_betas=tuple(cfg.adam_betas),
+            sigma_low=cfg.sigma_low,
+            sigma_high=cfg.sigma_high,
+            log_every=cfg.log_every,
+        )
+        self.device_ = device
+        self.n_features_in_ = int(X.shape[1])
+        self.sigmas_ = np.linspace(cfg.sigma_low, cfg.sigma_high, cfg.n_levels)
+        with tf32_enabled(cfg.tf32, device):
+            step = self._make_step(net, device)
+            if cfg.compile:
+                step = torch.compile(step)
+            self.history_ = train_dsm(list(net.parameters()), step, x_train, settings,
+                                      generator, progress, desc=type(self).__name__)
+            if held is not None:
+                x_held = torch.from_numpy(self.standardizer_.transform(held)).to(device)
+                self.holdout_loss_ = evaluate_loss(step, x_held, settings, generator)
+            for p in net.parameters():
+                p.grad = None
+                p.requires_grad_(False)
+            self.net_ = net.eval()
+            levels = self._levels(x_train, self.sigmas_)
+        self.gmm_ = fit_gmm(levels, cfg.gmm_components, cfg.gmm_covariance, cfg.gmm_reg_covar,
+                            cfg.seed)
+        self.level_mean_ = levels.mean(axis=0)
+        self.level_std_ = np.maximum(levels.std(axis=0), 1e-12)
+        return self
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def _levels(self, x_std: torch.Tensor, sigmas: np.ndarray) -> np.ndarray:
+        """L-vectors (n, L) float64 for standardised features, batched, without autograd."""
+        cfg = self.config
+        device = self.device_
+        sig = torch.as_tensor(np.asarray(sigmas, dtype=np.float32), device=device)
+        amp = cfg.amp and device.type == "cuda"
+        out = []
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            for start in range(0, len(x_std), cfg.score_batch_size):
+                chunk = x_std[start:start + cfg.score_batch_size].to(device)
+                vals = self._readout(self.net_.forward_levels(chunk, sig), sig)
+                out.append(vals.float().cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def _standardised(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        X = check_features(X, self.n_features_in_)
+        return torch.from_numpy(self.standardizer_.transform(X))
+
+    def log_density(self, X: Any, sigmas: Any = None) -> np.ndarray:
+        """Per-level values (n, L) at the fitted σ grid, or at ``sigmas`` (standardised units)."""
+        grid = self.sigmas_ if sigmas is None else np.atleast_1d(np.asarray(sigmas, float))
+        if np.any(grid <= 0) or not np.all(np.isfinite(grid)):
+            raise InputError(f"noise levels must be positive and finite, got {grid}")
+        with tf32_enabled(self.config.tf32, self.device_ or torch.device("cpu")):
+            return self._levels(self._standardised(X), grid)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Anomaly score (n,): GMM negative log-likelihood of the L-vector; higher = anomalous."""
+        return gmm_nll(self.gmm_, self.log_density(X))
+
+    def score_aggregates(self, X: Any) -> dict[str, np.ndarray]:
+        """Max / mean / median over levels of per-level values standardised on training data."""
+        z = (self.log_density(X) - self.level_mean_) / self.level_std_
+        return {"max": z.max(axis=1), "mean": z.mean(axis=1), "median": np.median(z, axis=1)}
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to one safetensors file (no pickle)."""
+        self._check_fitted()
+        tensors: dict[str, Any] = {f"net.{k}": v for k, v in self.net_.state_dict().items()}
+        tensors.update(gmm_to_tensors(self.gmm_))
+        tensors.update({
+            "standardizer.mean": self.standardizer_.mean,
+            "standardizer.std": self.standardizer_.std,
+            "sigmas": self.sigmas_,
+            "level_mean": self.level_mean_,
+            "level_std": self.level_std_,
+            "history": np.asarray(self.history_, dtype=np.float32),
+        })
+        extra = {"n_features": self.n_features_in_, "holdout_loss": self.holdout_loss_}
+        return write_model_file(path, self.kind, self.config, tensors, extra)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> NoiseConditionedDetector:
+        """Read a file written by :meth:`save`; ``device`` overrides the saved one."""
+        header, t = read_model_file(path, cls.kind)
+        try:
+            cfg = config_from_dict(cls.config_class, header["config"])
+            self = cls(cfg)
+            d = int(header["n_features"])
+            self.device_ = resolve_device(device or cfg.device)
+            net = NoiseConditionedMLP(d, cfg.hidden, self._out_features(d))
+            net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+            for p in net.parameters():
+                p.requires_grad_(False)
+            self.net_ = net.to(self.device_).eval()
+            self.gmm_ = gmm_from_tensors(t, cfg.gmm_covariance)
+            self.standardizer_ = Standardizer(t["standardizer.mean"].numpy(),
+                                              t["standardizer.std"].numpy())
+            self.sigmas_ = t["sigmas"].numpy()
+            self.level_mean_ = t["level_mean"].numpy()
+            self.level_std_ = t["level_std"].numpy()
+            self.history_ = t["history"].tolist()
+            self.holdout_loss_ = header.get("holdout_loss")
+            self.n_features_in_ = d
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            reason = str(exc).splitlines()[0][:160]
+            raise ModelFileError(f"{path}: incomplete or inconsistent model file ({reason}); "
+                                 "re-save or re-train it") from None
+        return self
+
+
+def _split_holdout(X: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, Any]:
+    """Random (train, held-out) split; held-out is None for fraction 0."""
+    n_held = int(round(fraction * len(X)))
+    if n_held == 0:
+        return X, None
+    perm = np.random.default_rng(seed).permutation(len(X))
+    return X[perm[n_held:]], X[perm[:n_held]]

@@ -1,0 +1,134 @@
+"""ObjectExtractor: consistent per-object velocity, pose and deep tables for a video."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mulde.datasets.video import ArrayVideo, open_video
+from mulde.errors import InputError, VideoError, WeightsError
+from mulde.extractors import clip as clip_mod
+from mulde.extractors.objects import ObjectExtractor
+from mulde.extractors.registry import create_extractor
+
+PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2"
+
+
+@pytest.fixture(autouse=True)
+def _no_clip_hub(monkeypatch):
+    monkeypatch.setattr(clip_mod, "hub_cached_file", lambda: None)
+
+
+def moving_square_video(n: int = 12, h: int = 96, w: int = 128, size: int = 20, step: int = 3):
+    rng = np.random.default_rng(0)
+    bg = rng.integers(60, 120, (h, w), dtype=np.uint8)
+    square = rng.integers(170, 255, (size, size), dtype=np.uint8)
+    frames = []
+    for t in range(n):
+        img = bg.copy()
+        x = 10 + step * t
+        img[40:40 + size, x:x + size] = square
+        frames.append(np.repeat(img[..., None], 3, axis=2))
+    return np.stack(frames)
+
+
+def rows(table):
+    return {(int(f), int(o)): tuple(b) for f, o, b in zip(table.frame_idx, table.object_id, table.boxes)}
+
+
+def test_motion_objects_velocity_and_deep_are_consistent():
+    frames = moving_square_video(n=4)
+    ex = ObjectExtractor(proposals="motion", deep=True, clip_random_init=True, device="cpu",
+                         chunk_size=2, motion_min_area=50)
+    assert ex.feature_types == ("velocity", "deep")
+    tables = ex.extract(ArrayVideo(frames), progress=False)
+    vel, deep = tables["velocity"], tables["deep"]
+    assert vel.values.shape[1] == 8 and deep.values.shape[1] == 512 and np.isfinite(deep.values).all()
+    assert len(vel) >= len(frames) - 1 and rows(vel) == rows(deep)
+    for t in (vel, deep):
+        assert t.meta["n_frames"] == len(frames) and t.meta["dim"] == t.values.shape[1]
+        assert t.frame_idx.min() >= 0 and t.frame_idx.max() < len(frames)
+        assert (t.boxes[:, :2] >= 0).all() and (t.boxes[:, 2] <= 128).all() and (t.boxes[:, 3] <= 96).all()
+        assert t.meta["n_motion_boxes"] == len(vel) and t.meta["n_detector_boxes"] == 0
+
+
+def test_velocity_of_a_moving_square_across_chunks():
+    frames = moving_square_video()
+    ex = ObjectExtractor(proposals="motion", deep=False, device="cpu", chunk_size=4,
+                         motion_min_area=50, velocity_extras=("magnitude", "geometry"))
+    vel = ex.extract(ArrayVideo(frames), progress=False)["velocity"]
+    assert vel.values.shape[1] == 8 + 1 + 3 and vel.meta["columns"][8] == "mean_magnitude"
+    assert ex.last_timings["frames"] == len(frames) and ex.last_timings["flow"] > 0
+    # the square moves right by 3 px/frame: dominant bin 0, mean magnitude about 3 (on frames
+    # after the first, including frame 4 and 8, the first frames of later chunks)
+    moving = vel.frame_idx > 0
+    assert (np.argmax(vel.values[moving, :8], axis=1) == 0).all()
+    assert np.median(vel.values[moving, 8]) > 2.0
+    assert set(vel.frame_idx[moving]) >= {4, 8}
+    at_chunk_start = np.isin(vel.frame_idx, [4, 8])
+    assert (vel.values[at_chunk_start, 8] > 0.5).all()  # flow continues across chunk borders
+
+
+def test_default_extractor_skips_deep_without_weights(caplog):
+    with caplog.at_level(logging.WARNING, logger="mulde"):
+        ex = create_extractor("objects", device="cpu", imgsz=160)
+    assert ex.feature_types == ("velocity", "pose")
+    assert sum("CLIP weights not found" in r.message for r in caplog.records) == 1
+    cfg = ex.config()
+    json.dumps(cfg)
+    assert cfg["detector_weights"] == "yolo11n-pose.pt" and cfg["feature_types"] == ["velocity", "pose"]
+    assert ObjectExtractor(device="cpu", imgsz=160, detector_batch=2).config() == cfg
+    assert ObjectExtractor(device="cpu", imgsz=320).config() != cfg
+    tables = ex.extract(ArrayVideo(moving_square_video(n=6)), progress=False)
+    assert set(tables) == {"velocity", "pose"}
+    assert tables["pose"].values.shape[1] == 34 and tables["pose"].meta["n_frames"] == 6
+
+
+def test_ped2_pose_rows_match_velocity_rows():
+    folder = PED2 / "testing" / "frames" / "01"
+    if not folder.is_dir():
+        pytest.skip(f"UCSD Ped2 frames not found at {folder} (only in the project's workspace)")
+    with open_video(folder) as reader:
+        frames = reader.get(list(range(8)))
+    ex = ObjectExtractor(device="cpu", imgsz=960, deep=False, chunk_size=4)
+    tables = ex.extract(ArrayVideo(frames), progress=False)
+    vel, pose = tables["velocity"], tables["pose"]
+    assert len(pose) >= 3 and pose.values.shape[1] == 34
+    v = rows(vel)
+    for key, box in rows(pose).items():
+        assert v[key] == box  # same (frame, object id) -> same box
+    # detector boxes come first in every frame: persons have the lowest object ids
+    assert pose.meta["n_persons"] == len(pose) and vel.meta["n_objects"] == len(vel)
+    kp = pose.values.reshape(-1, 17, 2)
+    assert (np.median(kp, axis=(0, 1)) > 0.2).all() and (np.median(kp, axis=(0, 1)) < 0.8).all()
+
+
+def test_option_errors(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="unknown option 'imgsize'"):
+        ObjectExtractor(imgsize=640)
+    with pytest.raises(InputError, match="proposals"):
+        ObjectExtractor(proposals="sliding")
+    with pytest.raises(InputError, match="pose features need a detector"):
+        ObjectExtractor(proposals="motion", pose=True, deep=False)
+    with pytest.raises(InputError, match="deep must be"):
+        ObjectExtractor(deep="maybe")
+    monkeypatch.setenv("MULDE_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="clip_vit_b16"):
+        ObjectExtractor(proposals="motion", deep="on", cache=str(tmp_path))
+    with pytest.raises(WeightsError, match="missing.pt"):
+        ObjectExtractor(detector_weights=str(tmp_path / "missing.pt"))
+
+
+def test_empty_video_is_an_error():
+    class Empty:
+        n_frames, path = 0, "empty.mp4"
+
+        def iter_chunks(self, chunk_size=64):
+            return iter(())
+
+    with pytest.raises(VideoError, match="empty.mp4"):
+        ObjectExtractor(proposals="motion", deep=False).extract(Empty(), progress=False)
