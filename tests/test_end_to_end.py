@@ -71,5 +71,5 @@ def test_model_trained_on_other_features_is_refused(synthetic, tmp_path, capsys)
             "--features", "frames", "--backbone", "flowgrid"]
     _run(["train", *data, "--preset", "test", "--steps", "20", "--out", str(tmp_path / "run")])
     video = sorted((synthetic / "test").glob("*.avi"))[0]
-    assert main(["score", str(video), "--model", str(tmp_path / "run"), "--opt", "bins=4", "-q"]) == 2
+    assert main(["score", str(video), "--model", str(tmp_path / "run"), "--opt", "n_bins=4", "-q"]) == 2
     assert "trained on features" in capsys.readouterr().err
