@@ -190,7 +190,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     for split in splits:
         summary = extract_split(ds, split, extractor, cache, overwrite=args.overwrite, progress=not args.quiet)
         print(f"{ds.name}/{split}: {summary.computed} videos extracted, {summary.skipped} already cached "
-              f"-> {cache.folder(ds.name, summary.key, split).parent.parent}/…/{summary.key}")
+              f"-> {summary.folder}")
     return 0
 
 

@@ -60,6 +60,7 @@ def dataset_key(ds: Dataset) -> str:
 @dataclass
 class ExtractSummary:
     key: str
+    folder: Path
     computed: int
     skipped: int
 
@@ -99,7 +100,7 @@ def extract_split(ds: Dataset, split: str, extractor, cache: FeatureCache, overw
             tables = extractor.extract(reader, progress=progress)
         _check_labels(item, tables)
         cache.save(dkey, key, split, item.video_id, tables)
-    return ExtractSummary(key=key, computed=len(todo), skipped=skipped)
+    return ExtractSummary(key=key, folder=cache.folder(dkey, key, split), computed=len(todo), skipped=skipped)
 
 
 def load_split(ds: Dataset, split: str, extractor, cache: FeatureCache, extract_missing: bool = True,
