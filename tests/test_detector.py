@@ -1,0 +1,271 @@
+"""MULDE: exact loss gradients, density quality on the 2-D toy, manifold data, files, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+
+from mulde.detector import MULDE, MULDEConfig, make_toy, mulde_preset, true_neg_log_q
+from mulde.detector.dsm import MuldeLossGrad, mulde_loss_autograd
+from mulde.detector.network import init_network
+from mulde.errors import InputError, ModelFileError
+
+torch.set_num_threads(2)
+
+TOY = dict(hidden=(128, 128), batch_size=512, lr=1e-3, device="cpu", log_every=25)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy(seed=0, n_train=4000, n_test_normal=2000, n_anomalies=2000)
+
+
+@pytest.fixture(scope="module")
+def toy_model(toy):
+    train, _, _ = toy
+    return MULDE(steps=400, holdout=0.1, **TOY).fit(train, progress=False)
+
+
+def _small_problem(beta, hidden=(7, 6), d=3, n=5, seed=1):
+    net = init_network(d, hidden, 1, seed=0).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, d, generator=g, dtype=torch.float64)
+    sigma = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.1
+    return net, x, eps, sigma
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_gradient_term_matches_finite_differences(beta):
+    """The loss uses ∇ₓ̃f; rebuild it from central differences of f and compare."""
+    net, x, eps, sigma = _small_problem(beta)
+    x_noisy = x + sigma[:, None] * eps
+    h = 1e-6
+    fd = torch.zeros_like(x)
+    with torch.no_grad():
+        for j in range(x.shape[1]):
+            step = torch.zeros_like(x)
+            step[:, j] = h
+            fd[:, j] = (net(x_noisy + step, sigma) - net(x_noisy - step, sigma)) / (2 * h)
+        expected = ((sigma[:, None] * fd - eps) ** 2).sum(1).mean()
+        expected += beta * (net(x, sigma) ** 2).mean()
+    got = MuldeLossGrad(net, beta)(x, eps, sigma)
+    assert abs(got.item() - expected.item()) < 1e-7 * max(1.0, expected.item())
+    assert abs(mulde_loss_autograd(net, x, eps, sigma, beta).item() - expected.item()) < 1e-7
+
+
+@pytest.mark.parametrize("hidden", [(8,), (7, 6), (5, 6, 4)])
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_analytic_parameter_gradients_equal_autograd(hidden, beta):
+    net, x, eps, sigma = _small_problem(beta, hidden)
+    mulde_loss_autograd(net, x, eps, sigma, beta).backward()
+    ref = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+           for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = None
+    MuldeLossGrad(net, beta)(x, eps, sigma)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, ref[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_analytic_parameter_gradient_matches_finite_difference_of_loss():
+    """Independent of autograd: perturb single weights and difference the loss."""
+    net, x, eps, sigma = _small_problem(0.2)
+    loss_fn = MuldeLossGrad(net, 0.2)
+    loss_fn(x, eps, sigma)
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    h = 1e-6
+    for name, p in net.named_parameters():
+        flat = p.data.view(-1)
+        i = int(torch.argmax(grads[name].abs().view(-1)))
+        old = flat[i].item()
+        flat[i] = old + h
+        up = loss_fn(x, eps, sigma).item()
+        flat[i] = old - h
+        down = loss_fn(x, eps, sigma).item()
+        flat[i] = old
+        assert abs((up - down) / (2 * h) - grads[name].view(-1)[i].item()) < 1e-6, name
+
+
+def test_forward_levels_shares_input_product_and_matches_forward():
+    net = init_network(4, (16, 16), 1, seed=3)
+    x = torch.randn(6, 4)
+    sigmas = torch.tensor([0.001, 0.2, 1.0])
+    out = net.forward_levels(x, sigmas)
+    assert out.shape == (6, 3)
+    for i, s in enumerate(sigmas):
+        torch.testing.assert_close(out[:, i], net(x, s.repeat(6)), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the toy
+
+
+def test_toy_single_sigma_separates_and_tracks_true_density(toy, toy_model):
+    """f(·, σ≈0.33) alone detects the toy anomalies and ranks like the true −log q_σ."""
+    _, test, y = toy
+    sigma = 0.33
+    f = toy_model.log_density(test, sigmas=[sigma])[:, 0]
+    auc = roc_auc_score(y, f)
+    truth = true_neg_log_q(test, sigma * toy_model.standardizer_.std)
+    rho = spearmanr(f, truth).statistic
+    assert auc >= 0.99, auc
+    assert rho >= 0.9, rho
+
+
+def test_fitted_attributes_and_shapes(toy, toy_model):
+    _, test, _ = toy
+    m = toy_model
+    assert m.n_features_in_ == 2
+    np.testing.assert_allclose(m.sigmas_, np.linspace(1e-3, 1.0, 16))
+    assert len(m.history_) == 400 and np.isfinite(m.history_).all()
+    assert m.holdout_loss_ is not None and np.isfinite(m.holdout_loss_)
+    assert m.log_density(test[:7]).shape == (7, 16)
+    scores = m.score_samples(test[:7])
+    assert scores.shape == (7,) and np.isfinite(scores).all()
+    agg = m.score_aggregates(test[:7])
+    assert set(agg) == {"max", "mean", "median"}
+    assert all(v.shape == (7,) for v in agg.values())
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_training_decreases_loss(toy, beta):
+    train, _, _ = toy
+    m = MULDE(beta=beta, steps=150, **TOY).fit(train, progress=False)
+    h = np.asarray(m.history_)
+    assert h[-30:].mean() < 0.8 * h[:10].mean(), (h[:10].mean(), h[-30:].mean())
+
+
+def test_seeded_fit_is_deterministic_on_cpu(toy):
+    train, test, _ = toy
+    a = MULDE(steps=20, seed=5, **TOY).fit(train[:1000], progress=False).score_samples(test[:50])
+    b = MULDE(steps=20, seed=5, **TOY).fit(train[:1000], progress=False).score_samples(test[:50])
+    c = MULDE(steps=20, seed=6, **TOY).fit(train[:1000], progress=False).score_samples(test[:50])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_constant_columns_do_not_produce_nan(toy):
+    train, test, _ = toy
+    X = np.hstack([train[:500], np.full((500, 1), 3.0, np.float32)])
+    m = MULDE(steps=10, **TOY).fit(X, progress=False)
+    Xt = np.hstack([test[:20], np.full((20, 1), 3.0, np.float32)])
+    assert np.isfinite(m.score_samples(Xt)).all()
+
+
+# ----------------------------------------------------------------------------- manifold data
+
+
+def test_manifold_mulde_beats_gmm_on_curved_data():
+    """Noisy circle in a random 2-D plane of R^32; anomalies sit just inside the circle."""
+    rng = np.random.default_rng(0)
+    dim = 32
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+
+    def embed(radius, n):
+        angle = rng.uniform(0, 2 * np.pi, n)
+        r = radius + 0.03 * rng.standard_normal(n)
+        plane = np.stack([r * np.cos(angle), r * np.sin(angle)], 1)
+        x = np.zeros((n, dim))
+        x[:, :2] = plane
+        x[:, 2:] = 0.01 * rng.standard_normal((n, dim - 2))
+        return (x @ basis.T).astype(np.float32)
+
+    train = embed(1.0, 3000)
+    test = np.concatenate([embed(1.0, 500), embed(0.75, 500)])
+    y = np.r_[np.zeros(500), np.ones(500)]
+    m = MULDE(hidden=(128, 128), steps=400, batch_size=512, lr=1e-3, device="cpu")
+    auc_mulde = roc_auc_score(y, m.fit(train, progress=False).score_samples(test))
+    gmm = GaussianMixture(5, covariance_type="full", random_state=0).fit(train)
+    auc_gmm = roc_auc_score(y, -gmm.score_samples(test))
+    print(f"manifold AUC: MULDE {auc_mulde:.3f}  GMM {auc_gmm:.3f}  margin {auc_mulde - auc_gmm:+.3f}")
+    assert auc_mulde > auc_gmm + 0.05, (auc_mulde, auc_gmm)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_save_load_round_trip_reproduces_scores(tmp_path, toy, toy_model):
+    _, test, _ = toy
+    path = toy_model.save(tmp_path / "m.safetensors")
+    loaded = MULDE.load(path)
+    np.testing.assert_array_equal(loaded.score_samples(test), toy_model.score_samples(test))
+    np.testing.assert_array_equal(loaded.log_density(test[:9]), toy_model.log_density(test[:9]))
+    assert loaded.config == toy_model.config
+    assert loaded.history_ == pytest.approx(toy_model.history_)
+    with safe_open(str(path), framework="pt") as fh:
+        header = json.loads(fh.metadata()["mulde"])
+    assert header["kind"] == "mulde" and header["n_features"] == 2
+    assert "package_version" in header and header["config"]["beta"] == 0.1
+
+
+def _rewrite_header(path, **changes):
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        header = json.loads(fh.metadata()["mulde"])
+    header.update(changes)
+    save_file(tensors, str(path), metadata={"mulde": json.dumps(header)})
+
+
+def test_wrong_format_version_and_corrupt_files_fail_clearly(tmp_path, toy_model):
+    path = toy_model.save(tmp_path / "m.safetensors")
+    _rewrite_header(path, format_version=999)
+    with pytest.raises(ModelFileError, match="format version 999"):
+        MULDE.load(path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01 this is not a model")
+    with pytest.raises(ModelFileError, match="not a readable mulde model file"):
+        MULDE.load(bad)
+    with pytest.raises(ModelFileError, match="not found"):
+        MULDE.load(tmp_path / "missing.safetensors")
+    other = toy_model.save(tmp_path / "k.safetensors")
+    _rewrite_header(other, kind="knn")
+    with pytest.raises(ModelFileError, match="'knn'"):
+        MULDE.load(other)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_errors(toy_model):
+    m = MULDE(steps=1, **TOY)
+    with pytest.raises(InputError, match="empty"):
+        m.fit(np.zeros((0, 2)))
+    with pytest.raises(InputError, match="2-D"):
+        m.fit(np.zeros(10))
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    X[[3, 7], 1] = np.nan
+    X[9, 0] = np.inf
+    with pytest.raises(InputError, match="3 row"):
+        m.fit(X)
+    with pytest.raises(InputError, match="at least 3"):
+        MULDE(steps=1, gmm_components=3, **TOY).fit(np.ones((2, 2)))
+    with pytest.raises(InputError, match="expected 2, got 5"):
+        toy_model.score_samples(np.zeros((3, 5)))
+    with pytest.raises(InputError, match="not fitted"):
+        MULDE().score_samples(np.zeros((3, 2)))
+    with pytest.raises(InputError, match="unknown parameter"):
+        MULDE(n_layers=3)
+    with pytest.raises(InputError, match="sigma_low"):
+        MULDEConfig(sigma_low=2.0)
+    with pytest.raises(InputError, match="unknown MULDE preset"):
+        mulde_preset("huge")
+    assert issubclass(InputError, ValueError)
+
+
+def test_config_defaults_are_the_papers():
+    c = MULDEConfig()
+    assert c.hidden == (4096, 4096) and c.beta == 0.1 and c.n_levels == 16
+    assert (c.sigma_low, c.sigma_high, c.lr, c.adam_betas, c.batch_size) == (
+        1e-3, 1.0, 1e-4, (0.5, 0.9), 2048)
+    assert mulde_preset("cpu").hidden == (512, 512)
