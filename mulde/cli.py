@@ -71,7 +71,7 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("density model (defaults: the paper's values)")
     g.add_argument("--detector", choices=["mulde", "gmm", "knn", "msma"], help="density model (default: mulde)")
     g.add_argument("--preset", choices=["paper", "cpu", "test"],
-                   help="paper: 2x4096, batch 2048 (default); cpu: 2x512, batch 1024, 1500 steps; test: tiny")
+                   help="paper: 2x4096, batch 2048 (default); cpu: 2x512, batch 512, 2000 steps, lr 1e-3; test: tiny")
     g.add_argument("--beta", type=float, help="MULDE regulariser weight (default: 0.1; 0 = ablation)")
     g.add_argument("--L", type=int, help="number of noise levels for the GMM (default: 16)")
     g.add_argument("--sigma-low", type=float, help="lowest noise scale (default: 1e-3)")

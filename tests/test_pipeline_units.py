@@ -21,8 +21,9 @@ def test_config_layers_later_wins(tmp_path):
     assert cfg["smoothing_sigma"] == 9  # the file beats the dataset default (3)
     assert cfg["units"] == [64, 64]  # the file beats the preset
     assert cfg["features"] == "objects" and cfg["lr"] == pytest.approx(5e-4)  # ped2 defaults
+    assert resolve_config({"dataset": "ped2", "lr": 3e-4, "preset": "cpu"})["lr"] == pytest.approx(3e-4)
     cpu = resolve_config({"dataset": "ped2", "preset": "cpu"})
-    assert cpu["units"] == [512, 512] and cpu["steps"] == 1500
+    assert cpu["units"] == [512, 512] and cpu["steps"] == 2000
 
 
 def test_config_errors(tmp_path):

@@ -9,7 +9,7 @@ from mulde.detector.baselines import (
     MSMAConfig,
     MSMADetector,
 )
-from mulde.detector.mulde import MULDE, MULDE_PRESETS, MULDEConfig, mulde_preset
+from mulde.detector.mulde import MULDE, MULDEConfig, mulde_preset
 from mulde.detector.network import NoiseConditionedMLP
 from mulde.detector.registry import DETECTORS, load_detector, make_detector
 from mulde.detector.toy import make_toy, run_toy, true_neg_log_q
@@ -25,7 +25,6 @@ __all__ = [
     "MSMADetector",
     "MULDE",
     "MULDEConfig",
-    "MULDE_PRESETS",
     "NoiseConditionedMLP",
     "load_detector",
     "make_detector",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from mulde.errors import InputError, ModelFileError
+from mulde.errors import InputError, ModelFileError, MuldeError
 
 FORMAT_VERSION = 1
 """Version of the model-file layout; bump when a saved file can no longer be read as is."""
@@ -122,17 +122,28 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 @contextlib.contextmanager
 def tf32_enabled(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Allow TF32 matmuls on CUDA inside the block only, restoring the global flags after."""
+    """Allow TF32 matmuls on CUDA inside the block only, restoring the global flags after.
+
+    Uses the ``fp32_precision`` API where torch has it (2.9+), else the legacy flags.
+    """
     if device.type != "cuda":
         yield
         return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        old = (matmul.fp32_precision, conv.conv.fp32_precision)
+        matmul.fp32_precision = conv.conv.fp32_precision = "tf32" if enabled else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.conv.fp32_precision = old
+        return
+    old = (matmul.allow_tf32, conv.allow_tf32)
+    matmul.allow_tf32 = conv.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        matmul.allow_tf32, conv.allow_tf32 = old
 
 
 # ----------------------------------------------------------------------------- standardisation
@@ -275,6 +286,20 @@ def read_model_file(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[s
             "open it with mulde.detector.load_detector"
         )
     return header, tensors
+
+
+@contextlib.contextmanager
+def model_file_errors(path: str | Path) -> Iterator[None]:
+    """Turn missing keys or bad shapes met while rebuilding a model into one ModelFileError."""
+    try:
+        yield
+    except MuldeError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: incomplete or inconsistent model file ({reason}); re-save or re-train it"
+        ) from None
 
 
 def _open_model_file(

@@ -23,6 +23,7 @@ from mulde.detector.base import (
     gmm_from_tensors,
     gmm_nll,
     gmm_to_tensors,
+    model_file_errors,
     read_model_file,
     resolve_device,
     write_model_file,
@@ -30,7 +31,7 @@ from mulde.detector.base import (
 from mulde.detector.dsm import StepFn, autograd_step, msma_loss
 from mulde.detector.network import NoiseConditionedMLP
 from mulde.detector.neural import NoiseConditionedDetector, check_noise_config
-from mulde.errors import InputError, ModelFileError
+from mulde.errors import InputError
 
 # ----------------------------------------------------------------------------- GMM
 
@@ -91,7 +92,7 @@ class GMMDetector(Detector):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> GMMDetector:
         header, t = read_model_file(path, cls.kind)
-        with _model_file_errors(path):
+        with model_file_errors(path):
             self = cls(config_from_dict(GMMConfig, header["config"]))
             self.gmm_ = gmm_from_tensors(t, self.config.covariance_type)
             self.standardizer_ = Standardizer(t["standardizer.mean"].numpy(),
@@ -125,8 +126,8 @@ class KNNConfig:
 class KNNDetector(Detector):
     """Score = Euclidean distance to the k-th nearest training sample (standardised space).
 
-    Candidates come from a batched matrix-product distance (torch), the reported distance of
-    the chosen neighbour is then recomputed directly from the difference, so it is exact.
+    Candidates come from a batched matrix-product distance (torch); the best candidates are
+    re-ranked with distances computed directly from differences, so the result is exact.
     Scoring a training sample returns 0 for k=1 (it is its own nearest neighbour).
     """
 
@@ -167,7 +168,7 @@ class KNNDetector(Detector):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> KNNDetector:
         header, t = read_model_file(path, cls.kind)
-        with _model_file_errors(path):
+        with model_file_errors(path):
             cfg = config_from_dict(KNNConfig, header["config"])
             if device is not None:
                 cfg.device = device
@@ -179,11 +180,21 @@ class KNNDetector(Detector):
         return self
 
 
+KNN_EXTRA_CANDIDATES = 8
+"""Extra neighbours re-ranked exactly, covering rounding near-ties of the fast distances."""
+
+
 @torch.inference_mode()
 def kth_neighbour_distance(
     queries: torch.Tensor, train: torch.Tensor, k: int, query_chunk: int, train_chunk: int
 ) -> np.ndarray:
-    """Exact distance from each query to its k-th nearest row of ``train``, chunked."""
+    """Exact distance from each query to its k-th nearest row of ``train``, chunked.
+
+    A matrix-product distance (‖q‖² + ‖t‖² − 2q·t, fast but subject to cancellation) keeps
+    the k + 8 best candidates per query; their distances are then recomputed from the
+    differences and re-ranked, so the result equals brute force.
+    """
+    n_cand = min(k + KNN_EXTRA_CANDIDATES, len(train))
     train_sq = train.square().sum(1)
     out = []
     for qs in range(0, len(queries), query_chunk):
@@ -196,11 +207,10 @@ def kth_neighbour_distance(
             idx = torch.arange(ts, ts + len(t), device=q.device).expand(len(q), -1)
             if best_d is not None:
                 d2, idx = torch.cat([best_d, d2], 1), torch.cat([best_i, idx], 1)
-            best_d, pos = d2.topk(min(k, d2.shape[1]), dim=1, largest=False)
+            best_d, pos = d2.topk(min(n_cand, d2.shape[1]), dim=1, largest=False)
             best_i = idx.gather(1, pos)
-        # topk sorts ascending; recompute the k-th distance exactly from the difference
-        kth = train[best_i[:, -1]]
-        out.append((q - kth).norm(dim=1).cpu())
+        exact = (train[best_i] - q.unsqueeze(1)).norm(dim=2)  # (q, n_cand)
+        out.append(exact.kthvalue(k, dim=1).values.cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -255,21 +265,3 @@ class MSMADetector(NoiseConditionedDetector):
     def _readout(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         return out.float().norm(dim=-1) * sigmas
 
-
-class _model_file_errors:  # noqa: N801 - used as a context manager
-    """Turn missing keys / bad shapes while loading into one ModelFileError line."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc is None or isinstance(exc, InputError):
-            return False
-        if isinstance(exc, (KeyError, RuntimeError, TypeError, ValueError)):
-            reason = str(exc).splitlines()[0][:160]
-            raise ModelFileError(f"{self.path}: incomplete or inconsistent model file "
-                                 f"({reason}); re-save or re-train it") from None
-        return False

@@ -8,6 +8,7 @@ scale σ. The anomaly score is the GMM negative log-likelihood of [f(x, σ_1) �
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -67,19 +68,15 @@ class MULDEConfig:
             raise InputError(f"beta must be >= 0, got {self.beta}")
 
 
-MULDE_PRESETS: dict[str, MULDEConfig] = {
-    "paper": MULDEConfig(),
-    # CPU-friendly: a 512-wide network is ~60x cheaper per step than 4096; a larger lr and
-    # smaller batch make 2000 steps enough for features of a few hundred dimensions.
-    "cpu": MULDEConfig(hidden=(512, 512), lr=1e-3, batch_size=512, steps=2000),
-}
-
-
 def mulde_preset(name: str, **overrides: object) -> MULDEConfig:
-    """A named configuration ("paper" or "cpu") with optional overrides."""
-    if name not in MULDE_PRESETS:
-        raise InputError(f"unknown MULDE preset {name!r}; choose from {', '.join(MULDE_PRESETS)}")
-    return make_config(MULDEConfig, MULDE_PRESETS[name], overrides)
+    """A named configuration (``paper``, ``cpu`` or ``test``; see ``mulde.config.PRESETS``)."""
+    from mulde.config import DETECTOR_ALIASES, PRESETS, select_options
+
+    if name not in PRESETS:
+        raise InputError(f"unknown MULDE preset {name!r}; choose from {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(MULDEConfig)}
+    return make_config(MULDEConfig, MULDEConfig(**select_options(PRESETS[name], fields, DETECTOR_ALIASES)),
+                       overrides)
 
 
 class MULDE(NoiseConditionedDetector):

@@ -24,6 +24,7 @@ from mulde.detector.base import (
     gmm_from_tensors,
     gmm_nll,
     gmm_to_tensors,
+    model_file_errors,
     read_model_file,
     resolve_device,
     tf32_enabled,
@@ -32,7 +33,7 @@ from mulde.detector.base import (
 from mulde.detector.dsm import StepFn
 from mulde.detector.network import NoiseConditionedMLP, init_network
 from mulde.detector.training import TrainSettings, evaluate_loss, resolve_steps, train_dsm
-from mulde.errors import InputError, ModelFileError
+from mulde.errors import InputError
 
 
 def check_noise_config(cfg: Any) -> None:
@@ -154,6 +155,7 @@ class NoiseConditionedDetector(Detector):
 
     def log_density(self, X: Any, sigmas: Any = None) -> np.ndarray:
         """Per-level values (n, L) at the fitted σ grid, or at ``sigmas`` (standardised units)."""
+        self._check_fitted()
         grid = self.sigmas_ if sigmas is None else np.atleast_1d(np.asarray(sigmas, float))
         if np.any(grid <= 0) or not np.all(np.isfinite(grid)):
             raise InputError(f"noise levels must be positive and finite, got {grid}")
@@ -191,7 +193,7 @@ class NoiseConditionedDetector(Detector):
     def load(cls, path: str | Path, device: str | None = None) -> NoiseConditionedDetector:
         """Read a file written by :meth:`save`; ``device`` overrides the saved one."""
         header, t = read_model_file(path, cls.kind)
-        try:
+        with model_file_errors(path):
             cfg = config_from_dict(cls.config_class, header["config"])
             self = cls(cfg)
             d = int(header["n_features"])
@@ -210,12 +212,6 @@ class NoiseConditionedDetector(Detector):
             self.history_ = t["history"].tolist()
             self.holdout_loss_ = header.get("holdout_loss")
             self.n_features_in_ = d
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            reason = str(exc).splitlines()[0][:160]
-            raise ModelFileError(f"{path}: incomplete or inconsistent model file ({reason}); "
-                                 "re-save or re-train it") from None
         return self
 
 

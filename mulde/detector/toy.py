@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
@@ -67,12 +68,15 @@ def run_toy(
     device: str = "auto",
     progress: bool = True,
     sigma: float = 0.33,
+    threads: int | None = 1,
     **overrides: Any,
 ) -> dict[str, float]:
     """Train MULDE on the toy and report AUC-ROC of f(·, σ) and of the GMM score.
 
     Returns auc_single_sigma, auc_gmm, spearman (f(·, σ) against the true −log q_σ on the
     test set), sigma, steps, train_seconds. Defaults run in well under a minute on 2 CPU cores.
+    ``threads`` sets torch's CPU threads for the duration of the run (restored after): on a
+    busy CPU, one thread is much faster for a network this small; None leaves it alone.
     """
     from mulde.detector.mulde import MULDE
 
@@ -81,14 +85,21 @@ def run_toy(
                   seed=seed)
     params.update(overrides)
     model = MULDE(**params)
-    start = time.perf_counter()
-    model.fit(train, progress=progress)
-    seconds = time.perf_counter() - start
-    f_single = model.log_density(test, sigmas=[sigma])[:, 0]
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        model.fit(train, progress=progress)
+        seconds = time.perf_counter() - start
+        f_single = model.log_density(test, sigmas=[sigma])[:, 0]
+        gmm_score = model.score_samples(test)
+    finally:
+        torch.set_num_threads(old_threads)
     true = true_neg_log_q(test, sigma * model.standardizer_.std)
     return {
         "auc_single_sigma": float(roc_auc_score(y, f_single)),
-        "auc_gmm": float(roc_auc_score(y, model.score_samples(test))),
+        "auc_gmm": float(roc_auc_score(y, gmm_score)),
         "spearman": float(spearmanr(f_single, true).statistic),
         "sigma": float(sigma),
         "steps": int(steps),
