@@ -70,3 +70,19 @@ def test_degenerate_boxes_and_bad_options():
         flow_histograms(flow, np.zeros((0, 4)), extras=("speed",))
     with pytest.raises(InputError, match="bins"):
         flow_histograms(flow, np.zeros((0, 4)), bins=0)
+
+
+def test_height_norm_removes_perspective():
+    """Two objects at the same pace in body heights per frame get the same height-normed V."""
+    from mulde.extractors.velocity import flow_histograms, velocity_columns
+
+    flow = np.zeros((200, 200, 2), np.float32)
+    flow[0:20, 0:10, 0] = 1.0  # a far walker: 20 px tall, 1 px/frame
+    flow[100:180, 0:40, 0] = 4.0  # a near walker: 80 px tall, 4 px/frame
+    boxes = np.array([[0, 0, 10, 20], [0, 100, 40, 180]], np.float32)
+    area = flow_histograms(flow, boxes, extras=("magnitude", "aspect"), norm="area")
+    height = flow_histograms(flow, boxes, extras=("magnitude", "aspect"), norm="height")
+    assert area[1, 8] == pytest.approx(4 * area[0, 8])
+    np.testing.assert_allclose(height[0], height[1], rtol=1e-6)
+    assert height[0, 0] == pytest.approx(1 / 20) and height[0, 9] == pytest.approx(0.5)
+    assert velocity_columns(8, ("magnitude", "aspect"))[-2:] == ["mean_magnitude", "aspect"]

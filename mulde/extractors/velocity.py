@@ -9,11 +9,15 @@ whose orientation falls in bin k) / (number of pixels in the box)``. The histogr
 sums to the mean flow magnitude in the box, in pixels per frame: a fast cyclist and a slow
 walker going the same way get histograms of different heights, which is the anomaly signal
 on Ped2. ``norm="l1"`` instead divides by the total, keeping only the direction profile.
+``norm="height"`` divides the area-normalised histogram (and the ``magnitude`` extra) by the
+box height in pixels: speed in body heights per frame, which removes perspective (a far
+pedestrian moves fewer pixels than a near one at the same pace).
 
 Optional extras appended after the histogram (documented in the table's ``meta["columns"]``):
 ``magnitude`` - mean flow magnitude in the box (pixels/frame); ``geometry`` - box width and
 height relative to the frame, and bottom y relative to the frame height (where on the ground
-plane the object is, which calibrates perspective). A calibration on Ped2 found "magnitude +
+plane the object is, which calibrates perspective); ``aspect`` - box width / height (a
+cyclist or a cart is wider than a walker). A calibration on Ped2 found "magnitude +
 geometry" with a GMM gave 0.89 micro AUC vs 0.82-0.84 for the 8-bin histogram alone.
 """
 
@@ -25,8 +29,8 @@ import numpy as np
 
 from mulde.errors import InputError
 
-VELOCITY_EXTRAS = ("magnitude", "geometry")
-VELOCITY_NORMS = ("area", "l1")
+VELOCITY_EXTRAS = ("magnitude", "geometry", "aspect")
+VELOCITY_NORMS = ("area", "l1", "height")
 
 
 def check_velocity_options(bins: int, extras: Sequence[str], norm: str) -> None:
@@ -46,6 +50,8 @@ def velocity_columns(bins: int = 8, extras: Sequence[str] = ()) -> list[str]:
         cols.append("mean_magnitude")
     if "geometry" in extras:
         cols += ["width_rel", "height_rel", "bottom_y_rel"]
+    if "aspect" in extras:
+        cols.append("aspect")
     return cols
 
 
@@ -76,14 +82,17 @@ def flow_histograms(flow: np.ndarray, boxes: np.ndarray, bins: int = 8,
         mag = magnitude[rows, cols].ravel()
         hist = np.bincount(bin_of[rows, cols].ravel(), weights=mag, minlength=bins)
         total = hist.sum()
-        if norm == "area":
-            hist = hist / max(mag.size, 1)
+        scale = max(float(box[3] - box[1]), 1.0) if norm == "height" else 1.0
+        if norm in ("area", "height"):
+            hist = hist / max(mag.size, 1) / scale
         elif total > 0:
             hist = hist / total
         values = [hist]
         if "magnitude" in extras:
-            values.append([mag.mean() if mag.size else 0.0])
+            values.append([(mag.mean() if mag.size else 0.0) / scale])
         if "geometry" in extras:
             values.append([(box[2] - box[0]) / width, (box[3] - box[1]) / height, box[3] / height])
+        if "aspect" in extras:
+            values.append([(box[2] - box[0]) / max(float(box[3] - box[1]), 1.0)])
         out[i] = np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
     return out
