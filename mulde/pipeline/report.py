@@ -42,13 +42,10 @@ def plot_evaluation(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     cols = min(4, len(ids) + 1)
     rows = math.ceil((len(ids) + 1) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    lo = min(float(np.min(s)) for s in scores.values())
-    hi = max(float(np.max(s)) for s in scores.values())
     for ax, vid in zip(axes.flat, ids):
         for a, b in _intervals(labels[vid]):
             ax.axvspan(a, b - 1, color="tab:red", alpha=0.25, lw=0)
         ax.plot(scores[vid], color="tab:blue", lw=1)
-        ax.set_ylim(lo, hi + 1e-9)
         auc = metrics.get("per_video_auc", {}).get(vid)
         ax.set_title(f"{vid}" + (f"  AUC {auc:.3f}" if auc is not None else "  (one class)"), fontsize=9)
         ax.tick_params(labelsize=7)

@@ -64,7 +64,7 @@ def train_run(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> di
         log.info("training %s on %d %s rows of dimension %d", cfg.get("detector"), len(X), ftype, X.shape[1])
         det = make_configured_detector(cfg)
         t0 = time.perf_counter()
-        det.fit(X)
+        det.fit(X, progress=progress)
         timings[ftype] = time.perf_counter() - t0
         rows = np.asarray(det.score_samples(X), dtype=np.float64)
         frames, start = [], 0
