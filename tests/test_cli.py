@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -69,3 +70,30 @@ def test_bad_config_file(tmp_path, capsys):
 def test_console_script_entrypoint():
     res = subprocess.run([sys.executable, "-m", "mulde", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.startswith("mulde ")
+
+
+def test_score_missing_video_names_it(tmp_path, capsys):
+    missing = tmp_path / "nope.mp4"
+    assert main(["score", str(missing), "--model", str(tmp_path), "-q"]) == 2
+    assert str(missing) in _error_line(capsys)
+
+
+def test_score_corrupt_video_names_it(tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01 this is not a video" * 100)
+    assert main(["score", str(bad), "--model", str(tmp_path), "-q"]) == 2
+    assert str(bad) in _error_line(capsys)
+
+
+def test_info_json_on_real_ped2(shared_data, capsys):
+    assert main(["info", "--dataset", "ped2", "--root", str(shared_data / "ucsd_ped2"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["train_videos"], info["test_videos"]) == (16, 12)
+    assert (info["train_frames"], info["test_frames"]) == (2550, 2010)
+    assert 0.5 < info["anomalous_fraction"] < 0.9
+
+
+def test_toy_command_prints_auc(capsys):
+    assert main(["toy", "--steps", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "AUC" in out.upper()

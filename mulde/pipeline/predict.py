@@ -28,6 +28,8 @@ def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = 
     from mulde.datasets.video import open_video
     from mulde.pipeline.report import plot_scores, write_overlay
 
+    with open_video(video):  # a missing or unreadable video fails before any model is loaded
+        pass
     run = run or load_run(run_dir, device=(overrides or {}).get("device"))
     cfg = {**run.config, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     extractor = build_extractor(cfg)
