@@ -23,6 +23,7 @@ from mulde.datasets.base import (
     check_label_length,
     check_split,
     count_frames,
+    load_mat_variable,
     ranges_to_labels,
 )
 from mulde.datasets.ucsd import _subdirs, load_gt_mat
@@ -32,15 +33,7 @@ from mulde.errors import DatasetError
 
 def load_vol_label(path: str | Path) -> np.ndarray:
     """Per-frame 0/1 labels from an Avenue ``<n>_label.mat`` (``volLabel`` mask cell)."""
-    import scipy.io
-
-    path = Path(path)
-    try:
-        vol = scipy.io.loadmat(str(path))["volLabel"]
-    except KeyError:
-        raise DatasetError(f"{path}: no variable 'volLabel' (expected a 1xT cell of masks)") from None
-    except Exception as exc:  # noqa: BLE001 - scipy raises several types for corrupt files
-        raise DatasetError(f"{path}: cannot read MATLAB file ({type(exc).__name__})") from None
+    vol = load_mat_variable(path, "volLabel", "a 1xT cell of masks")
     cells = vol.ravel() if vol.dtype == object else [vol]
     return np.array([np.asarray(m).any() for m in cells], dtype=np.uint8)
 

@@ -116,3 +116,18 @@ def require_dir(path: Path, dataset: str, what: str) -> Path:
         raise DatasetError(f"{path}: expected folder not found ({what}); is --root the {dataset} "
                            "folder?")
     return path
+
+
+def load_mat_variable(path: str | Path, name: str, expected: str) -> np.ndarray:
+    """One variable of a MATLAB annotation file; a missing variable or corrupt file is a DatasetError."""
+    import scipy.io
+
+    from mulde.errors import DatasetError
+
+    path = Path(path)
+    try:
+        return scipy.io.loadmat(str(path))[name]
+    except KeyError:
+        raise DatasetError(f"{path}: no variable {name!r} (expected {expected})") from None
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for corrupt files
+        raise DatasetError(f"{path}: cannot read MATLAB file ({type(exc).__name__})") from None

@@ -23,6 +23,7 @@ from mulde.datasets.base import (
     check_label_length,
     check_split,
     count_frames,
+    load_mat_variable,
     ranges_to_labels,
 )
 from mulde.datasets.video import natural_key
@@ -52,15 +53,7 @@ def parse_ucsd_m(path: str | Path) -> list[list[tuple[int, int]]]:
 
 def load_gt_mat(path: str | Path) -> list[list[tuple[int, int]]]:
     """Anomalous ranges (1-based, inclusive) per test video from a ``ped2.mat``-style ``gt`` cell."""
-    import scipy.io
-
-    path = Path(path)
-    try:
-        gt = scipy.io.loadmat(str(path))["gt"]
-    except KeyError:
-        raise DatasetError(f"{path}: no variable 'gt' (expected a 1xN cell of 2xK ranges)") from None
-    except Exception as exc:  # noqa: BLE001 - scipy raises several types for corrupt files
-        raise DatasetError(f"{path}: cannot read MATLAB file ({type(exc).__name__})") from None
+    gt = load_mat_variable(path, "gt", "a 1xN cell of 2xK ranges")
     cells = gt.ravel() if gt.dtype == object else [gt]
     out = []
     for cell in cells:

@@ -30,7 +30,7 @@ from mulde.detector.base import (
 )
 from mulde.detector.dsm import StepFn, autograd_step, msma_loss
 from mulde.detector.network import NoiseConditionedMLP
-from mulde.detector.neural import NoiseConditionedDetector, check_noise_config
+from mulde.detector.neural import NoiseConditionedDetector, NoiseModelConfig
 from mulde.errors import InputError
 
 # ----------------------------------------------------------------------------- GMM
@@ -218,36 +218,12 @@ def kth_neighbour_distance(
 
 
 @dataclass
-class MSMAConfig:
+class MSMAConfig(NoiseModelConfig):
     """Multiscale score matching analysis (Mahmood et al., ICLR 2021) adapted to features.
 
     Same network, noise range, optimiser and GMM defaults as :class:`MULDEConfig`; the
     network outputs a d-dimensional score s(x, σ) trained with standard multiscale DSM.
     """
-
-    hidden: tuple[int, ...] = (4096, 4096)
-    sigma_low: float = 1e-3
-    sigma_high: float = 1.0
-    n_levels: int = 16
-    lr: float = 1e-4
-    adam_betas: tuple[float, float] = (0.5, 0.9)
-    batch_size: int = 2048
-    steps: int = 5000
-    epochs: float | None = None
-    gmm_components: int = 1
-    gmm_covariance: str = "full"
-    gmm_reg_covar: float = 1e-6
-    device: str = "auto"
-    seed: int = 0
-    amp: bool = False
-    tf32: bool = True
-    compile: bool = False
-    holdout: float = 0.0
-    score_batch_size: int = 256
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        check_noise_config(self)
 
 
 class MSMADetector(NoiseConditionedDetector):

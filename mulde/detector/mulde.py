@@ -17,12 +17,12 @@ import torch
 from mulde.detector.base import make_config
 from mulde.detector.dsm import MuldeLossGrad, StepFn, autograd_step, mulde_loss_autograd
 from mulde.detector.network import NoiseConditionedMLP
-from mulde.detector.neural import NoiseConditionedDetector, check_noise_config
+from mulde.detector.neural import NoiseConditionedDetector, NoiseModelConfig
 from mulde.errors import InputError
 
 
 @dataclass
-class MULDEConfig:
+class MULDEConfig(NoiseModelConfig):
     """MULDE hyper-parameters; defaults are the paper's (Sec. 4, supp. 7.3, Table 4).
 
     lr: the paper uses 5e-4 for object-centric and 1e-4 for frame-centric features.
@@ -40,30 +40,10 @@ class MULDEConfig:
     log_every: steps between host syncs that record losses and update the progress bar.
     """
 
-    hidden: tuple[int, ...] = (4096, 4096)
     beta: float = 0.1
-    sigma_low: float = 1e-3
-    sigma_high: float = 1.0
-    n_levels: int = 16
-    lr: float = 1e-4
-    adam_betas: tuple[float, float] = (0.5, 0.9)
-    batch_size: int = 2048
-    steps: int = 5000
-    epochs: float | None = None
-    gmm_components: int = 1
-    gmm_covariance: str = "full"
-    gmm_reg_covar: float = 1e-6
-    device: str = "auto"
-    seed: int = 0
-    amp: bool = False
-    tf32: bool = True
-    compile: bool = False
-    holdout: float = 0.0
-    score_batch_size: int = 256
-    log_every: int = 50
 
     def __post_init__(self) -> None:
-        check_noise_config(self)
+        super().__post_init__()
         if self.beta < 0:
             raise InputError(f"beta must be >= 0, got {self.beta}")
 

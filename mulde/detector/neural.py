@@ -8,6 +8,7 @@ outputs, which loss trains it, and how its outputs become the L-vector.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,38 @@ def check_noise_config(cfg: Any) -> None:
         raise InputError(f"epochs must be > 0 (or None to use steps), got {cfg.epochs}")
     if cfg.lr <= 0:
         raise InputError(f"lr must be > 0, got {cfg.lr}")
+
+
+@dataclass
+class NoiseModelConfig:
+    """Fields shared by the noise-conditioned detectors (MULDE, MSMA); defaults are the paper's.
+
+    See :class:`mulde.detector.mulde.MULDEConfig` for what each field means.
+    """
+
+    hidden: tuple[int, ...] = (4096, 4096)
+    sigma_low: float = 1e-3
+    sigma_high: float = 1.0
+    n_levels: int = 16
+    lr: float = 1e-4
+    adam_betas: tuple[float, float] = (0.5, 0.9)
+    batch_size: int = 2048
+    steps: int = 5000
+    epochs: float | None = None
+    gmm_components: int = 1
+    gmm_covariance: str = "full"
+    gmm_reg_covar: float = 1e-6
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = False
+    tf32: bool = True
+    compile: bool = False
+    holdout: float = 0.0
+    score_batch_size: int = 256
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        check_noise_config(self)
 
 
 class NoiseConditionedDetector(Detector):
