@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mulde-demo", help="output folder (default: ./mulde-demo)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                   help="options that replace the demo's (e.g. features: frames, preset: test)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("info", help="what a dataset reader finds under a root", epilog=EPILOG)
@@ -282,9 +284,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from mulde.config import load_yaml
     from mulde.pipeline.demo import run_demo
 
-    metrics = run_demo(args.out, seed=args.seed, device=args.device, progress=not args.quiet)
+    options = load_yaml(args.config_file) if args.config_file else None
+    metrics = run_demo(args.out, seed=args.seed, device=args.device, progress=not args.quiet, options=options)
     print(f"demo: micro AUC {100 * metrics['micro_auc']:.1f}  macro AUC {100 * metrics['macro_auc']:.1f} "
           f"-> {args.out}/metrics.json, scores.csv, scores.png")
     return 0

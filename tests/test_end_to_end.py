@@ -81,3 +81,18 @@ def test_model_trained_on_other_features_is_refused(synthetic, tmp_path, capsys)
     other.write_text("n_bins: 4\n")  # a flow grid with other bins than the run was trained on
     assert main(["evaluate", "--model", str(tmp_path / "run"), "--config", str(other), "-q"]) == 2
     assert "trained on features" in capsys.readouterr().err
+
+
+def test_score_real_videos_including_the_truncated_one(synthetic, shared_data, tmp_path):
+    """A model trained on the synthetic scenes scores real footage end to end (frame counts exact)."""
+    data = ["--dataset", "folder", "--root", str(synthetic), "--cache", str(tmp_path / "cache"),
+            "--features", "frames", "--backbone", "flowgrid"]
+    _run(["train", *data, "--preset", "test", "--steps", "50", "--out", str(tmp_path / "run")])
+    expected = {"opencv_vtest_480x360_h264.avi": 795, "crowd_topview_1280x720_h264.avi": 341,
+                "car_traffic_640x360.mp4": 917}
+    for name, n_frames in expected.items():
+        out = tmp_path / f"{name}.csv"
+        _run(["score", str(shared_data / "videos" / name), "--model", str(tmp_path / "run"), "--out", str(out)])
+        frame = pd.read_csv(out)
+        assert len(frame) == n_frames and np.isfinite(frame["score"]).all()
+        assert frame["frame"].tolist() == list(range(n_frames))

@@ -113,3 +113,51 @@ def test_auc_metrics_macro_convention():
     assert 0 < m["micro_auc"] < 1 and m["n_frames"] == 10
     with pytest.raises(InputError, match="single class"):
         auc_metrics({"b": scores["b"]}, {"b": labels["b"]})
+
+
+class _CountingExtractor:
+    """A stand-in extractor: one row per frame; optionally interrupts on the k-th video."""
+
+    name = "counting"
+    feature_types = ("a", "b")
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def config(self):
+        return {"v": 1}
+
+    def extract(self, reader, progress=True):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        n = len(reader)
+        return {t: FeatureTable(np.arange(n), np.zeros((n, 2)), meta={"n_frames": n}) for t in self.feature_types}
+
+
+def test_interrupted_extraction_resumes(tmp_path):
+    from mulde.datasets.registry import get_dataset
+    from mulde.datasets.synthetic import generate_synthetic
+    from mulde.pipeline.extract import extract_split
+
+    generate_synthetic(tmp_path / "data", seed=1, n_train=3, n_test=1, n_frames=60)
+    ds = get_dataset("folder", tmp_path / "data")
+    cache = FeatureCache(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        extract_split(ds, "train", _CountingExtractor(interrupt_at=2), cache, progress=False)
+    assert not list((tmp_path / "cache").rglob("*.tmp")), "an interrupted run left a half-written file"
+    again = _CountingExtractor()
+    summary = extract_split(ds, "train", again, cache, progress=False)
+    assert (summary.computed, summary.skipped, again.calls) == (2, 1, 2)
+    assert extract_split(ds, "train", _CountingExtractor(), cache, progress=False).computed == 0
+    assert extract_split(ds, "train", _CountingExtractor(), cache, overwrite=True, progress=False).computed == 3
+
+
+def test_label_length_mismatch_is_refused(tmp_path):
+    from mulde.datasets.base import VideoItem
+    from mulde.errors import DatasetError
+    from mulde.pipeline.extract import _check_labels
+
+    item = VideoItem("v", "test", tmp_path / "v.avi", labels=np.zeros(10, np.uint8))
+    with pytest.raises(DatasetError, match="9 decodable frames but 10 labels"):
+        _check_labels(item, {"a": FeatureTable(np.arange(9), np.zeros((9, 1)), meta={"n_frames": 9})})
