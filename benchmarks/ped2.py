@@ -83,7 +83,7 @@ def main() -> int:
     types: list[str] = []
     t0 = time.perf_counter()
     for label, opts in DETECTORS:
-        seeds = args.seeds if opts["detector"] in ("mulde", "msma") else [0]
+        seeds = args.seeds if opts["detector"] == "mulde" else [args.seeds[0]]
         for seed in seeds:
             run_cfg = resolve_config({**base, **opts, "seed": seed})
             run_dir = Path(args.out) / f"{label.split()[0].lower()}-{opts.get('beta', 'd')}-s{seed}"
@@ -117,8 +117,8 @@ def main() -> int:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; date {date.today()}; "
         f"command: `python benchmarks/ped2.py{' --frames' if args.frames else ''}`; preset {args.preset} "
-        f"({cfg.get('units')} units, batch {cfg.get('batch_size')}, {steps} steps); MULDE and MSMA seeds "
-        f"{args.seeds} (mean ± std), GMM/kNN deterministic; smoothing σ = {cfg.get('smoothing_sigma')}. "
+        f"({cfg.get('units')} units, batch {cfg.get('batch_size')}, {steps} steps); MULDE seeds "
+        f"{args.seeds} (mean ± std), MSMA seed {args.seeds[0]}, GMM/kNN deterministic; smoothing σ = {cfg.get('smoothing_sigma')}. "
         f"Runtime: extraction {t_extract:.0f} s (0 when cached), models {t_models:.0f} s, total {total:.0f} s.",
         "",
         *lines,
