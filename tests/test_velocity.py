@@ -86,3 +86,19 @@ def test_height_norm_removes_perspective():
     np.testing.assert_allclose(height[0], height[1], rtol=1e-6)
     assert height[0, 0] == pytest.approx(1 / 20) and height[0, 9] == pytest.approx(0.5)
     assert velocity_columns(8, ("magnitude", "aspect"))[-2:] == ["mean_magnitude", "aspect"]
+
+
+def test_raft_flow_shapes_and_offline_error(tmp_path, monkeypatch):
+    """RAFT (random weights: no hub in tests) returns (H, W, 2) for any frame size; missing weights are one line."""
+    from mulde.errors import WeightsError
+    from mulde.extractors.flow import FlowEstimator
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (37, 50, 3), dtype=np.uint8)
+    est = FlowEstimator("raft_small", device="cpu", random_init=True)
+    out = est(a, np.roll(a, 2, axis=1))
+    assert out.shape == (37, 50, 2) and out.dtype == np.float32 and np.isfinite(out).all()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MULDE_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="raft_small.*vad weights download"):
+        FlowEstimator("raft_small", device="cpu", cache=str(tmp_path))

@@ -1,16 +1,29 @@
-"""Dense optical flow between consecutive frames (OpenCV Farneback or DIS on the CPU).
+"""Dense optical flow between consecutive frames: OpenCV Farneback or DIS on the CPU, or
+torchvision's RAFT (``raft_small`` / ``raft_large``) when a GPU and its weights are available.
 
 Flow is returned as (H, W, 2) float32 pixel displacements (dx, dy) from ``prev`` to ``next``.
+RAFT weights follow the project's weights contract (``vad weights download raft_large``):
+an explicit file, else ``<cache>/weights/<name>.pth``, else the torch hub cache
+(``$TORCH_HOME``), else a download unless offline, else a one-line error.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from mulde.errors import InputError
+from mulde.extractors.weights import is_offline, missing_weights, weights_dir
 
-FLOW_METHODS = ("farneback", "dis")
+RAFT_METHODS = ("raft_small", "raft_large")
+FLOW_METHODS = ("farneback", "dis", *RAFT_METHODS)
+WEIGHTS: dict[str, str] = {
+    "raft_large": "RAFT large (torchvision, C+T+S+K+H): dense optical flow for the GPU",
+    "raft_small": "RAFT small (torchvision, C+T): faster dense optical flow for the GPU",
+}
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -20,18 +33,109 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
+def _raft_weights_enum(name: str):
+    from torchvision.models import optical_flow
+
+    if name not in RAFT_METHODS:
+        raise InputError(f"unknown RAFT weights {name!r}; choose one of {', '.join(RAFT_METHODS)}")
+    return getattr(optical_flow, "Raft_Large_Weights" if name == "raft_large" else "Raft_Small_Weights").DEFAULT
+
+
+def local_weights_path(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """``<weights_dir(cache)>/<name>.pth`` (may not exist)."""
+    _raft_weights_enum(name)
+    return weights_dir(cache) / f"{name}.pth"
+
+
+def download_weights(name: str, cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Fetch torchvision's RAFT checkpoint into :func:`local_weights_path`."""
+    import torch
+
+    url = _raft_weights_enum(name).url
+    dest = local_weights_path(name, cache)
+    if dest.is_file():
+        return dest
+    if is_offline():
+        raise missing_weights(name, "--opt flow_weights=", url)
+    try:
+        torch.hub.download_url_to_file(url, str(dest), progress=progress)
+    except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
+        raise missing_weights(name, "--opt flow_weights=", url, exc) from exc
+    return dest
+
+
+class RaftFlow:
+    """torchvision RAFT on one device; frames are padded (multiple of 8, >= 128 px) and cropped back."""
+
+    def __init__(self, name: str = "raft_large", device: str = "auto", weights: str | None = None,
+                 cache: str | os.PathLike | None = None, random_init: bool = False,
+                 iterations: int = 12) -> None:
+        import torch
+        from torchvision.models import optical_flow
+
+        from mulde.detector.base import resolve_device
+
+        self.device = resolve_device(device)
+        self.iterations = int(iterations)
+        self.model = getattr(optical_flow, name)(weights=None)
+        if not random_init:
+            self.model.load_state_dict(torch.load(self._weights_file(name, weights, cache), map_location="cpu",
+                                                  weights_only=True))
+        self.model.eval().to(self.device)
+
+    @staticmethod
+    def _weights_file(name: str, weights: str | None, cache) -> Path:
+        import torch
+
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise missing_weights(name, "--opt flow_weights=", f"no file at {path}")
+            return path
+        local = local_weights_path(name, cache)
+        if local.is_file():
+            return local
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(_raft_weights_enum(name).url).name
+        if hub.is_file():
+            return hub
+        return download_weights(name, cache)
+
+    def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = prev.shape[:2]
+        # RAFT needs sides that are multiples of 8 and at least 128 px (its correlation pyramid).
+        pad = (0, max(128, w + (-w) % 8) - w, 0, max(128, h + (-h) % 8) - h)
+        pair = torch.from_numpy(np.stack([_rgb(prev), _rgb(nxt)])).permute(0, 3, 1, 2).float()
+        pair = F.pad(pair / 127.5 - 1.0, pad, mode="replicate").to(self.device)
+        with torch.inference_mode():
+            flow = self.model(pair[:1], pair[1:], num_flow_updates=self.iterations)[-1]
+        return flow[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    return np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame
+
+
 class FlowEstimator:
     """Computes flow for pairs of frames with one method and fixed parameters."""
 
-    def __init__(self, method: str = "farneback") -> None:
+    def __init__(self, method: str = "farneback", device: str = "auto", weights: str | None = None,
+                 cache: str | os.PathLike | None = None, random_init: bool = False) -> None:
         if method not in FLOW_METHODS:
             raise InputError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
         self.method = method
         self._dis = None
+        self._raft = None
         if method == "dis":
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        elif method in RAFT_METHODS:
+            self._raft = RaftFlow(method, device=device, weights=weights, cache=cache, random_init=random_init)
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        if self._raft is not None:
+            return self._raft(prev, nxt)
         a, b = to_gray(prev), to_gray(nxt)
         if self._dis is not None:
             return self._dis.calc(a, b, None).astype(np.float32, copy=False)

@@ -215,7 +215,7 @@ class ObjectExtractor:
         c = self.cfg
         timings: dict[str, float] = defaultdict(float)
         motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
-        flow = FlowEstimator(c.flow)
+        flow = FlowEstimator(c.flow, device=c.device, cache=c.cache)
         rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
         counts = {"n_detector_boxes": 0, "n_motion_boxes": 0, "n_motion_raw": 0, "n_persons": 0}
         prev: np.ndarray | None = None

@@ -13,7 +13,8 @@ from typing import Any
 
 from mulde.errors import InputError
 
-LOADER_MODULES = ("mulde.extractors.hiera", "mulde.extractors.clip", "mulde.extractors.detection")
+LOADER_MODULES = ("mulde.extractors.hiera", "mulde.extractors.clip", "mulde.extractors.detection",
+                  "mulde.extractors.flow")
 
 
 def _loaders() -> dict[str, ModuleType]:
