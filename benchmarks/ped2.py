@@ -115,8 +115,8 @@ def main() -> int:
     summary = [
         f"### Ped2, {mode}",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; date {date.today()}; "
-        f"command: `python benchmarks/ped2.py{' --frames' if args.frames else ''}`; preset {args.preset} "
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores; date {date.today()}; "
+        f"command: `python benchmarks/ped2.py {' '.join(sys.argv[1:])}`; preset {args.preset} "
         f"({cfg.get('units')} units, batch {cfg.get('batch_size')}, {steps} steps); MULDE seeds "
         f"{args.seeds} (mean ± std), MSMA seed {args.seeds[0]}, GMM/kNN deterministic; smoothing σ = {cfg.get('smoothing_sigma')}. "
         f"Runtime: extraction {t_extract:.0f} s (0 when cached), models {t_models:.0f} s, total {total:.0f} s.",
@@ -129,6 +129,16 @@ def main() -> int:
     if args.write_results:
         _write_section(REPO / "benchmarks" / "RESULTS.md", summary[0], text)
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _write_section(path: Path, heading: str, text: str) -> None:
