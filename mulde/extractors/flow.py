@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mulde.errors import InputError
-from mulde.extractors.weights import is_offline, missing_weights, weights_dir
+from mulde.errors import InputError, WeightsError
+from mulde.extractors.weights import is_offline, weights_dir
 
 RAFT_METHODS = ("raft_small", "raft_large")
 FLOW_METHODS = ("farneback", "dis", *RAFT_METHODS)
@@ -56,12 +56,18 @@ def download_weights(name: str, cache: str | os.PathLike | None = None, progress
     if dest.is_file():
         return dest
     if is_offline():
-        raise missing_weights(name, "--opt flow_weights=", url)
+        raise _missing(name, dest, url)
     try:
         torch.hub.download_url_to_file(url, str(dest), progress=progress)
     except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
-        raise missing_weights(name, "--opt flow_weights=", url, exc) from exc
+        raise _missing(name, dest, url, exc) from exc
     return dest
+
+
+def _missing(name: str, dest: Path, url: str, cause: BaseException | None = None) -> WeightsError:
+    why = f" ({type(cause).__name__})" if cause else ""
+    return WeightsError(f"pretrained weights for {name} are not available{why}; run `vad weights download {name}` "
+                        f"with internet, or save {url} as {dest}")
 
 
 class RaftFlow:
@@ -90,7 +96,7 @@ class RaftFlow:
         if weights is not None:
             path = Path(weights).expanduser()
             if not path.is_file():
-                raise missing_weights(name, "--opt flow_weights=", f"no file at {path}")
+                raise WeightsError(f"{path}: RAFT weights file not found; pass an existing .pth file")
             return path
         local = local_weights_path(name, cache)
         if local.is_file():
