@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV of per-frame scores (default: <video name>.scores.csv)")
     p.add_argument("--plot", help="PNG of the score curve")
     p.add_argument("--overlay", help="MP4 copy of the video with boxes coloured by score and a score bar")
+    p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default: 25; files carry their own)")
 
     p = sub.add_parser("demo", help="synthetic benchmark end to end, offline, a few minutes on a CPU", epilog=EPILOG)
     p.add_argument("--out", default="mulde-demo", help="output folder (default: ./mulde-demo)")
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_KEYS = {"command", "config_file", "quiet", "opt", "out", "split", "overwrite", "model", "video",
+COMMAND_KEYS = {"command", "config_file", "quiet", "opt", "out", "split", "overwrite", "model", "video", "fps",
                 "plot", "overlay", "json", "name", "weights_command", "names", "all"}
 
 
@@ -232,7 +233,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     overrides = _cli_options(args)
     out = args.out or f"{Path(args.video.rstrip('/')).name}.scores.csv"
     frame = score_file(args.video, args.model, out=out, plot=args.plot, overlay=args.overlay,
-                       overrides=overrides, progress=not args.quiet)
+                       overrides=overrides, progress=not args.quiet, fps=args.fps)
     top = frame.nlargest(1, "score").iloc[0]
     print(f"{args.video}: {len(frame)} frames scored; highest score {top['score']:.2f} at frame "
           f"{int(top['frame'])} ({top['time_s']:.1f} s) -> {out}")

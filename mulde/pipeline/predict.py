@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = None,
                plot: str | Path | None = None, overlay: str | Path | None = None,
                overrides: dict[str, Any] | None = None, progress: bool = True,
-               run: Run | None = None) -> pd.DataFrame:
+               run: Run | None = None, fps: float | None = None) -> pd.DataFrame:
     """Per-frame anomaly scores of one video; optionally a CSV, a plot and an overlay video."""
     from mulde.datasets.video import open_video
     from mulde.pipeline.report import plot_scores, write_overlay
 
-    with open_video(video):  # a missing or unreadable video fails before any model is loaded
+    with open_video(video, fps=fps):  # a missing or unreadable video fails before any model is loaded
         pass
     run = run or load_run(run_dir, device=(overrides or {}).get("device"))
     cfg = {**run.config, **{k: v for k, v in (overrides or {}).items() if v is not None}}
@@ -37,7 +37,7 @@ def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = 
     if key != run.extractor_key:
         raise InputError(f"{run.folder}: the model was trained on features {run.extractor_key} but the "
                          f"given options extract {key}; drop the overriding feature options")
-    with open_video(video) as reader:
+    with open_video(video, fps=fps) as reader:
         tables = extractor.extract(reader, progress=progress)
         n = reader.n_frames
         fps = float(reader.fps or 25.0)
