@@ -21,7 +21,6 @@ from mulde.datasets.base import (
     Dataset,
     VideoItem,
     check_label_length,
-    check_split,
     count_frames,
     load_mat_variable,
     ranges_to_labels,
@@ -53,7 +52,6 @@ class Avenue(Dataset):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self._cache: dict[str, list[VideoItem]] = {}
         self.layout, self.base = self._detect()
 
     def _detect(self) -> tuple[str, Path]:
@@ -105,10 +103,7 @@ class Avenue(Dataset):
             out.append((ranges_to_labels(n, rng, True, src.name, str(mat)), str(mat)))
         return out
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split)
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         sources = self._sources(split)
         if not sources:
             raise DatasetError(f"{self.base}: no {split} videos found for Avenue")
@@ -120,5 +115,4 @@ class Avenue(Dataset):
                 n = count_frames(src, fps=self.default_fps)
                 items.append(VideoItem(src.stem, "test", src,
                                        check_label_length(src.stem, labels, n, where)))
-        self._cache[split] = items
-        return list(items)
+        return items

@@ -46,8 +46,16 @@ class Dataset:
             raise DatasetError(
                 f"{self.root}: dataset root not found; pass --root DIR pointing at the {self.name or 'dataset'} folder"
             )
+        self._videos: dict[str, list[VideoItem]] = {}
 
     def videos(self, split: str) -> list[VideoItem]:
+        """The sorted videos of a split, read from disk once and then remembered."""
+        check_split(split, self.splits())
+        if split not in self._videos:
+            self._videos[split] = self._list_videos(split)
+        return list(self._videos[split])
+
+    def _list_videos(self, split: str) -> list[VideoItem]:
         raise NotImplementedError
 
     def splits(self) -> tuple[str, ...]:

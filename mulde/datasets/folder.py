@@ -17,7 +17,6 @@ import numpy as np
 from mulde.datasets.base import (
     Dataset,
     VideoItem,
-    check_split,
     count_frames,
     ranges_to_labels,
     require_dir,
@@ -74,7 +73,6 @@ class FolderDataset(Dataset):
     def __init__(self, root: str | Path, fps: float | None = None) -> None:
         super().__init__(root)
         self.default_fps = fps
-        self._cache: dict[str, list[VideoItem]] = {}
 
     def labels_file(self) -> Path | None:
         for cand in (self.root / "test" / "labels.csv", self.root / "labels.csv"):
@@ -82,10 +80,7 @@ class FolderDataset(Dataset):
                 return cand
         return None
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split)
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         folder = require_dir(self.root / split, self.name,
                              f"{split}/ with video files or frame folders")
         sources = list_sources(folder)
@@ -101,8 +96,7 @@ class FolderDataset(Dataset):
             items = [VideoItem(i, "train", s) for i, s in zip(ids, sources)]
         else:
             items = self._test_items(ids, sources)
-        self._cache[split] = items
-        return list(items)
+        return items
 
     def _test_items(self, ids: list[str], sources: list[Path]) -> list[VideoItem]:
         lf = self.labels_file()

@@ -16,7 +16,6 @@ from mulde.datasets.base import (
     Dataset,
     VideoItem,
     check_label_length,
-    check_split,
     count_frames,
     require_dir,
 )
@@ -32,14 +31,10 @@ class ShanghaiTech(Dataset):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self._cache: dict[str, list[VideoItem]] = {}
         require_dir(self.root / "training", self.name, "training/videos/*.avi")
         require_dir(self.root / "testing", self.name, "testing/frames/ + testing/test_frame_mask/")
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split)
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         if split == "train":
             vids = self.root / "training" / "videos"
             frames = self.root / "training" / "frames"
@@ -69,5 +64,4 @@ class ShanghaiTech(Dataset):
                 items.append(VideoItem(d.name, "test", d, labels, scene=d.name.split("_")[0]))
         if not items:
             raise DatasetError(f"{self.root}: no {split} videos found for ShanghaiTech")
-        self._cache[split] = items
-        return list(items)
+        return items

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mulde.datasets.base import Dataset, VideoItem, check_label_length, check_split, count_frames
+from mulde.datasets.base import Dataset, VideoItem, check_label_length, count_frames
 from mulde.datasets.video import natural_key
 from mulde.errors import DatasetError
 
@@ -31,7 +31,6 @@ class UBnormal(Dataset):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self._cache: dict[str, list[VideoItem]] = {}
         if not any(p.is_dir() and p.name.startswith("Scene") for p in self.root.iterdir()):
             raise DatasetError(f"{self.root}: no Scene1..Scene29 folders; is --root the "
                                "UBnormal folder?")
@@ -95,10 +94,7 @@ class UBnormal(Dataset):
             labels[start:end + 1] = 1
         return check_label_length(video, labels, n, str(tracks))
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split, self.splits())
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         items = []
         for video in self._names(split):
             path = self._path(video)
@@ -107,5 +103,4 @@ class UBnormal(Dataset):
             items.append(VideoItem(video, split, path, labels, scene=scene))
         if not items:
             raise DatasetError(f"{self.root}: the UBnormal {split} split lists no videos")
-        self._cache[split] = items
-        return list(items)
+        return items

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mulde.datasets.base import Dataset, VideoItem, check_split, count_frames, ranges_to_labels
+from mulde.datasets.base import Dataset, VideoItem, count_frames, ranges_to_labels
 from mulde.datasets.video import VIDEO_EXTENSIONS, natural_key
 from mulde.errors import DatasetError
 
@@ -52,7 +52,6 @@ class UCFCrime(Dataset):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self._cache: dict[str, list[VideoItem]] = {}
         self._files: dict[str, Path] | None = None
 
     def _find(self, name: str) -> Path | None:
@@ -86,10 +85,7 @@ class UCFCrime(Dataset):
                                f"{self.root}")
         return path
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split)
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         if split == "train":
             names = self._list("Anomaly_Train.txt")
             if names is None:
@@ -114,6 +110,5 @@ class UCFCrime(Dataset):
                 items.append(VideoItem(v, "test", path, labels))
         if not items:
             raise DatasetError(f"{self.root}: no UCF-Crime {split} videos found")
-        self._cache[split] = items
-        return list(items)
+        return items
 

@@ -21,7 +21,6 @@ from mulde.datasets.base import (
     Dataset,
     VideoItem,
     check_label_length,
-    check_split,
     count_frames,
     load_mat_variable,
     ranges_to_labels,
@@ -84,7 +83,6 @@ class UCSDPed(Dataset):
     def __init__(self, root: str | Path) -> None:
         self.name = self.variant
         super().__init__(root)
-        self._cache: dict[str, list[VideoItem]] = {}
         self.layout, self.base = self._detect()
 
     def _detect(self) -> tuple[str, Path]:
@@ -124,10 +122,7 @@ class UCSDPed(Dataset):
             return parse_ucsd_m(m_file), m_file
         raise DatasetError(f"{cand}: label file not found (expected a 'gt' cell of frame ranges)")
 
-    def videos(self, split: str) -> list[VideoItem]:
-        check_split(split)
-        if split in self._cache:
-            return list(self._cache[split])
+    def _list_videos(self, split: str) -> list[VideoItem]:
         dirs = self._frame_dirs(split)
         if not dirs:
             raise DatasetError(f"{self.base}: no {split} videos found for UCSD {self.variant}")
@@ -145,8 +140,7 @@ class UCSDPed(Dataset):
                 labels = ranges_to_labels(n, rng, one_based=True, video_id=d.name, where=str(where))
                 items.append(VideoItem(d.name, "test", d,
                                        check_label_length(d.name, labels, n, str(where))))
-        self._cache[split] = items
-        return list(items)
+        return items
 
 
 class UCSDPed2(UCSDPed):
