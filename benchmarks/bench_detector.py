@@ -78,7 +78,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_one(d: int, device: torch.device, variant: str, reps: int, n_score: int) -> dict:
     amp = variant == "bf16"
-    tf32 = variant in ("tf32", "bf16")
+    tf32 = variant in ("tf32", "bf16", "tf32+compile")
     model = MULDE(hidden=(HIDDEN, HIDDEN), batch_size=BATCH, n_levels=LEVELS, amp=amp,
                   tf32=tf32, device=str(device), log_every=10**9)
     net = init_network(d, model.config.hidden, 1, seed=0).to(device)
@@ -89,6 +89,8 @@ def bench_one(d: int, device: torch.device, variant: str, reps: int, n_score: in
     cfg = model.config
     with tf32_enabled(tf32, device):
         step = model._make_step(net, device)
+        if variant.endswith("+compile"):
+            step = torch.compile(step)
         params = list(net.parameters())
 
         def run(steps: int) -> float:
@@ -100,7 +102,7 @@ def bench_one(d: int, device: torch.device, variant: str, reps: int, n_score: in
             sync(device)
             return (time.perf_counter() - t) / steps
 
-        run(1)  # warm-up (buffers, kernels); each run builds its own Adam, as fit does
+        run(3 if variant.endswith("+compile") else 1)  # warm-up: compilation, buffers, kernels
         step_s = run(reps + 1)
 
         for p in params:
@@ -135,12 +137,12 @@ def main() -> None:
         print("CUDA not available: CPU only")
         devices.remove("cuda")
 
-    header = (f"{'device':6} {'variant':7} {'d':>5} | {'s/step':>8} {'bound':>8} {'%bound':>6} | "
+    header = (f"{'device':6} {'variant':12} {'d':>5} | {'s/step':>8} {'bound':>8} {'%bound':>6} | "
               f"{'us/pair':>8} {'bound':>8} {'%bound':>6} | {'peak MB':>8}")
     rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
-        variants = ["fp32"] if dev_name == "cpu" else ["fp32", "tf32", "bf16"]
+        variants = ["fp32"] if dev_name == "cpu" else ["fp32", "tf32", "bf16", "tf32+compile"]
         n_score = (256 if args.quick else 1024) if dev_name == "cpu" else 16384
         for variant in variants:
             dtype = torch.bfloat16 if variant == "bf16" else torch.float32
@@ -152,7 +154,7 @@ def main() -> None:
                 t_bound = train_flops(d) / gflops / 1e9
                 s_bound = score_flops_per_pair(d) / gflops / 1e3
                 rows.append(
-                    f"{dev_name:6} {variant:7} {d:>5} | {r['step_s']:8.3f} {t_bound:8.3f} "
+                    f"{dev_name:6} {variant:12} {d:>5} | {r['step_s']:8.3f} {t_bound:8.3f} "
                     f"{t_bound / r['step_s']:6.0%} | {r['pair_us']:8.1f} {s_bound:8.1f} "
                     f"{s_bound / r['pair_us']:6.0%} | {r['mem_mb']:8.0f}"
                 )

@@ -2,7 +2,8 @@
 
 Object-centric stages (this file), for a 360x240 video (UCSD Ped2 test 01 frames) and a
 640x360 video (car_traffic_640x360.mp4), on the CPU and, when present, the GPU: decoding,
-YOLO11n-pose detection at each ``--imgsz``, the MOG2 motion proposer, Farneback flow,
+YOLO11n-pose detection at each ``--imgsz``, the MOG2 motion proposer, Farneback flow (RAFT
+small and large on the GPU),
 velocity histograms (8 bins, 5 boxes per frame) and CLIP ViT-B/16 crops (random weights run
 at the speed of pretrained ones). Frame-centric rows come from ``bench_extract_frames.run``
 when that file is beside this one. Without ../shared/data, synthetic frames are used.
@@ -95,9 +96,16 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
         rows.append(_row("velocity histograms", resolution, "cpu", "fp32",
                          _rate(lambda: [flow_histograms(field, boxes) for _ in range(n)], n),
                          "frames/s", "5 boxes/frame, 8 bins"))
+    else:  # RAFT is the GPU flow; random weights run at the speed of pretrained ones
+        for method in ("raft_small", "raft_large"):
+            raft = FlowEstimator(method, device=device, random_init=True)
+            raft.sequence(frames[:2])  # warm-up
+            rows.append(_row(f"flow ({method})", resolution, dev_name, "fp32",
+                             _rate(lambda raft=raft: raft.sequence(frames), n, sync), "frames/s",
+                             "random init, 12 iterations"))
     for imgsz in imgsizes:
         det = YoloDetector(imgsz=imgsz, device=device, batch_size=16)
-        det(frames[:2])  # warm-up: model load, kernel choice
+        det(frames[:16])  # warm-up at the timed batch shape: model load, kernel choice
         found: list[int] = []
         rate = _rate(lambda det=det, found=found: found.extend(len(d) for d in det(frames)), n, sync)
         rows.append(_row(f"detection yolo11n-pose @{imgsz}", resolution, dev_name,
@@ -114,9 +122,10 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
     return rows
 
 
-def run(device: str = "auto", quick: bool = False, imgsizes: tuple[int, ...] = (640, 960)) -> list[dict[str, Any]]:
+def run(device: str = "auto", quick: bool = False, imgsizes: tuple[int, ...] = (640, 960),
+        skip_cpu: bool = False) -> list[dict[str, Any]]:
     """Rows for every object-centric stage on the CPU, plus the GPU when asked/available."""
-    devices = ["cpu"]
+    devices = [] if skip_cpu else ["cpu"]
     if device in ("auto", "cuda") and torch.cuda.is_available():
         devices.append("cuda")
     n = 16 if quick else 64
@@ -155,10 +164,11 @@ def main() -> None:
     parser.add_argument("--imgsz", default="640,960", help="detector sizes, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--objects-only", action="store_true", help="skip the frame-centric rows")
+    parser.add_argument("--skip-cpu", action="store_true", help="GPU rows only (object-centric stages)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     imgsizes = tuple(int(s) for s in args.imgsz.split(","))
-    rows = run(args.device, args.quick, imgsizes)
+    rows = run(args.device, args.quick, imgsizes, args.skip_cpu)
     if not args.objects_only:
         rows += frame_rows(args.device, args.quick)
     print_table(rows)

@@ -111,13 +111,17 @@ def main() -> int:
         lines.append(f"| {label} | " + " | ".join(f"{cell(entry[c], 0)} | {cell(entry[c], 1)}" for c in cols) + " |")
     total = time.perf_counter() - t_start
     mode = "frame-centric flow-grid" if args.frames else f"object-centric ({', '.join(types)})"
-    steps = cfg.get("steps")
+    from mulde.detector.mulde import mulde_preset
+
+    preset = mulde_preset(args.preset)
+    units, batch = cfg.get("units") or list(preset.hidden), cfg.get("batch_size") or preset.batch_size
+    steps = cfg.get("steps") or preset.steps
     summary = [
         f"### Ped2, {mode}",
         "",
         f"Machine: {_cpu_name()}, {os.cpu_count()} cores; date {date.today()}; "
         f"command: `python benchmarks/ped2.py {' '.join(sys.argv[1:])}`; preset {args.preset} "
-        f"({cfg.get('units')} units, batch {cfg.get('batch_size')}, {steps} steps); MULDE seeds "
+        f"({units} units, batch {batch}, {steps} steps, lr {cfg.get('lr') or preset.lr}); MULDE seeds "
         f"{args.seeds} (mean ± std), MSMA seed {args.seeds[0]}, GMM/kNN deterministic; smoothing σ = {cfg.get('smoothing_sigma')}. "
         f"Runtime: extraction {t_extract:.0f} s (0 when cached), models {t_models:.0f} s, total {total:.0f} s.",
         "",

@@ -73,6 +73,24 @@ def test_yolo_on_a_synthetic_frame_is_well_formed():
         assert d.keypoints is not None and d.keypoints.shape == (len(d), 17, 3)
 
 
+def test_yolo_reuses_its_predictor_with_identical_results():
+    """Later batches skip ``model.predict`` (which can rebuild the model per call) and agree with it."""
+    import ultralytics
+
+    bus = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))[..., ::-1]
+    frames = np.stack([bus, bus[:, ::-1]])
+    det = YoloDetector(imgsz=320, device="cpu", batch_size=1)
+    first, second = det(frames), det(frames)
+    assert det._predictor is det.model.predictor
+    assert len(first[0]) >= 3  # the people in ultralytics' bus.jpg
+    for a, b in zip(first, second):
+        assert np.allclose(a.boxes, b.boxes) and np.allclose(a.keypoints, b.keypoints)
+    # the mirrored frame went through the reused predictor: mirror its boxes back
+    mirrored = first[1].boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [bus.shape[1], 0, bus.shape[1], 0]
+    assert len(first[1]) == len(first[0])
+    assert np.abs(np.sort(mirrored[:, 0]) - np.sort(first[0].boxes[:, 0])).max() < 16  # 2% of the width
+
+
 def test_yolo_finds_ped2_people_with_keypoints_inside_the_frame():
     folder = PED2 / "testing" / "frames" / "01"
     if not folder.is_dir():

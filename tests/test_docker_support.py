@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -48,19 +49,27 @@ def test_entrypoint_from_installed_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True)
     wheel = next(wheels.glob("mulde-*.whl"))
+    # a PYTHONPATH naming the source tree would shadow the installed copy
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    if sys.prefix != sys.base_prefix:  # run from a venv: the new one only sees the base Python's packages
+        own = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        (Path(own) / "_parent_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True)
+                    str(wheel)], check=True, capture_output=True, env=env)
     where = subprocess.run([str(py), "-c", "import mulde; print(mulde.__file__)"], capture_output=True, text=True,
-                           check=True, cwd=tmp_path).stdout
+                           check=True, cwd=tmp_path, env=env).stdout
     assert str(env_dir) in where  # the wheel's copy, not the source tree
     vad = env_dir / "bin" / "vad"
-    out = subprocess.run([str(vad), "--version"], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run([str(vad), "--version"], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env=env).stdout
     assert out.startswith("mulde ")
     configs = subprocess.run([str(py), "-c", "from mulde.config import dataset_defaults; print(dataset_defaults('ped2')['features'])"],
-                             capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+                             capture_output=True, text=True, check=True, cwd=tmp_path, env=env).stdout.strip()
     assert configs == "objects"  # package data (per-dataset YAML) is in the wheel
 
 

@@ -98,6 +98,13 @@ def test_raft_flow_shapes_and_offline_error(tmp_path, monkeypatch):
     est = FlowEstimator("raft_small", device="cpu", random_init=True)
     out = est(a, np.roll(a, 2, axis=1))
     assert out.shape == (37, 50, 2) and out.dtype == np.float32 and np.isfinite(out).all()
+    # sequence() batches the pairs; each flow must equal the pair computed alone
+    frames = np.stack([np.roll(a, k, axis=1) for k in range(5)])
+    est.raft_batch = 3
+    seq = est.sequence(frames[1:], prev=frames[0])
+    alone = np.stack([est(frames[k], frames[k + 1]) for k in range(4)])
+    assert np.allclose(seq, alone, atol=1e-4)
+    assert not est.sequence(frames)[0].any() and np.allclose(est.sequence(frames)[1:], alone, atol=1e-4)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("MULDE_OFFLINE", "1")
     with pytest.raises(WeightsError, match="raft_small.*vad weights download"):

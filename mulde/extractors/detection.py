@@ -169,6 +169,7 @@ class YoloDetector:
         self.half = bool(half) and self.device.startswith("cuda")
         self.batch_size = int(batch_size)
         self._model: Any = None
+        self._predictor: Any = None
 
     @property
     def model(self) -> Any:
@@ -196,12 +197,24 @@ class YoloDetector:
         for start in range(0, len(frames), self.batch_size):
             # ultralytics reads numpy images as BGR
             batch = [np.ascontiguousarray(f[..., ::-1]) for f in frames[start:start + self.batch_size]]
+            results = self._predict(batch)
+            out.extend(self._convert(r, f.shape) for r, f in zip(results, batch))
+        return out
+
+    def _predict(self, batch: list[np.ndarray]) -> list[Any]:
+        """The first batch sets up ultralytics' predictor; later ones reuse it directly.
+
+        ``model.predict`` compares its arguments with the predictor's on every call and rebuilds
+        (re-fuses and warms up) the model on any difference, such as a normalised device name.
+        """
+        if self._predictor is None:
             results = self.model.predict(
                 batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, classes=self.classes,
                 device=self.device, verbose=False, save=False, **self._precision(),
             )
-            out.extend(self._convert(r, f.shape) for r, f in zip(results, batch))
-        return out
+            self._predictor = self.model.predictor
+            return results
+        return self._predictor(source=batch, stream=False)
 
     def _precision(self) -> dict[str, Any]:
         """fp16 on CUDA when asked; ultralytics >= 8.4 names it ``quantize``, older ``half``."""

@@ -107,17 +107,24 @@ class RaftFlow:
         return download_weights(name, cache)
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        return self.pairs(prev[None], nxt[None])[0]
+
+    def pairs(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Flow for N frame pairs at once ((N,H,W[,3]) each -> (N,H,W,2)); one batch keeps the GPU busy."""
         import torch
         import torch.nn.functional as F
 
-        h, w = prev.shape[:2]
+        h, w = prev.shape[1:3]
         # RAFT needs sides that are multiples of 8 and at least 128 px (its correlation pyramid).
         pad = (0, max(128, w + (-w) % 8) - w, 0, max(128, h + (-h) % 8) - h)
-        pair = torch.from_numpy(np.stack([_rgb(prev), _rgb(nxt)])).permute(0, 3, 1, 2).float()
-        pair = F.pad(pair / 127.5 - 1.0, pad, mode="replicate").to(self.device)
+
+        def prep(frames: np.ndarray) -> torch.Tensor:
+            x = torch.from_numpy(np.stack([_rgb(f) for f in frames])).permute(0, 3, 1, 2).float()
+            return F.pad(x / 127.5 - 1.0, pad, mode="replicate").to(self.device)
+
         with torch.inference_mode():
-            flow = self.model(pair[:1], pair[1:], num_flow_updates=self.iterations)[-1]
-        return flow[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+            flow = self.model(prep(prev), prep(nxt), num_flow_updates=self.iterations)[-1]
+        return flow[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
 
 
 def _rgb(frame: np.ndarray) -> np.ndarray:
@@ -128,16 +135,23 @@ class FlowEstimator:
     """Computes flow for pairs of frames with one method and fixed parameters."""
 
     def __init__(self, method: str = "farneback", device: str = "auto", weights: str | None = None,
-                 cache: str | os.PathLike | None = None, random_init: bool = False) -> None:
+                 cache: str | os.PathLike | None = None, random_init: bool = False,
+                 raft_batch: int = 8) -> None:
         if method not in FLOW_METHODS:
             raise InputError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
         self.method = method
+        self.raft_batch = max(1, int(raft_batch))
         self._dis = None
         self._raft = None
         if method == "dis":
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         elif method in RAFT_METHODS:
             self._raft = RaftFlow(method, device=device, weights=weights, cache=cache, random_init=random_init)
+
+    @property
+    def batched(self) -> bool:
+        """True when :meth:`sequence` is much faster than pair-by-pair calls (RAFT batches pairs)."""
+        return self._raft is not None
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         if self._raft is not None:
@@ -157,6 +171,13 @@ class FlowEstimator:
         video's first frame has no motion.
         """
         out = np.zeros((len(frames), *frames.shape[1:3], 2), np.float32)
+        if self._raft is not None and len(frames):
+            seq = frames if prev is None else np.concatenate([prev[None], frames])
+            first = 1 if prev is None else 0  # index in ``out`` of the first pair's flow
+            for start in range(0, len(seq) - 1, self.raft_batch):
+                stop = min(start + self.raft_batch, len(seq) - 1)
+                out[first + start:first + stop] = self._raft.pairs(seq[start:stop], seq[start + 1:stop + 1])
+            return out
         last = prev
         for t, frame in enumerate(frames):
             if last is not None:

@@ -229,6 +229,11 @@ class ObjectExtractor:
             t0 = time.perf_counter()
             mboxes = motion(frames) if self.use_motion else [np.zeros((0, 4), np.float32)] * len(frames)
             timings["motion"] += time.perf_counter() - t0
+            chunk_flow = None
+            if "velocity" in rows and flow.batched:  # RAFT: one batched pass per chunk keeps the GPU busy
+                t0 = time.perf_counter()
+                chunk_flow = flow.sequence(frames, prev)
+                timings["flow"] += time.perf_counter() - t0
             crops_frames: list[tuple[np.ndarray, np.ndarray]] = []
             for t, frame in enumerate(frames):
                 fi = start + t
@@ -243,7 +248,12 @@ class ObjectExtractor:
                 ids = np.arange(len(boxes), dtype=np.int32)
                 if "velocity" in rows and len(boxes):
                     t0 = time.perf_counter()
-                    fl = flow(prev, frame) if prev is not None else np.zeros((*frame.shape[:2], 2), np.float32)
+                    if chunk_flow is not None:
+                        fl = chunk_flow[t]
+                    elif prev is not None:
+                        fl = flow(prev, frame)
+                    else:
+                        fl = np.zeros((*frame.shape[:2], 2), np.float32)
                     t1 = time.perf_counter()
                     vel = flow_histograms(fl, boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
                     timings["flow"] += t1 - t0
