@@ -111,6 +111,8 @@ def main() -> int:
         lines.append(f"| {label} | " + " | ".join(f"{cell(entry[c], 0)} | {cell(entry[c], 1)}" for c in cols) + " |")
     total = time.perf_counter() - t_start
     mode = "frame-centric flow-grid" if args.frames else f"object-centric ({', '.join(types)})"
+    if args.opt:
+        mode += ", " + ", ".join(args.opt)
     from mulde.detector.mulde import mulde_preset
 
     preset = mulde_preset(args.preset)

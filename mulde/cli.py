@@ -83,6 +83,9 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="training epochs (instead of --steps)")
     g.add_argument("--gmm-components", type=int, help="GMM components over the L scores (1, 3 or 5)")
     g.add_argument("--k", type=int, help="kNN: which neighbour (default: 1)")
+    g.add_argument("--track-window", type=int,
+                   help="objects: average velocity rows over ±N frames of their IoU track and add the "
+                        "box-centre speed (default: 0 = off; evaluate/score reuse the run's value)")
 
 
 def _add_scoring(p: argparse.ArgumentParser) -> None:

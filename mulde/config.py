@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "detector": "mulde",
     "preset": "paper",
     "smoothing_sigma": 3.0,
+    "track_window": 0,
     "fps": None,
 }
 

@@ -35,8 +35,9 @@ def _run(args: list[str]) -> None:
 
 # The offline flow-grid frame feature is weaker on this data (whole-frame statistics of a few
 # small walkers; ~0.83 micro with MULDE) than per-object velocity (~0.95), hence two bars.
-@pytest.mark.parametrize("features, min_auc", [(OBJECTS, 0.9), (["--features", "frames", "--backbone", "flowgrid"], 0.7)],
-                         ids=["objects-motion", "frames-flowgrid"])
+@pytest.mark.parametrize("features, min_auc", [(OBJECTS, 0.9), (OBJECTS + ["--track-window", "2"], 0.9),
+                                               (["--features", "frames", "--backbone", "flowgrid"], 0.7)],
+                         ids=["objects-motion", "objects-tracklets", "frames-flowgrid"])
 def test_extract_train_evaluate_score(synthetic, tmp_path, capsys, features, min_auc):
     data = ["--dataset", "folder", "--root", str(synthetic), "--cache", str(tmp_path / "cache")] + features
     _run(["extract", *data])
@@ -47,6 +48,9 @@ def test_extract_train_evaluate_score(synthetic, tmp_path, capsys, features, min
     _run(["train", *data, "--preset", "test", "--out", str(run)])
     assert (run / "config.yaml").is_file() and (run / "run.json").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["units"] == [128, 128]
+    if "--track-window" in features:  # the velocity model saw 3 more columns (track speed)
+        assert yaml.safe_load((run / "config.yaml").read_text())["track_window"] == 2
+        assert json.loads((run / "run.json").read_text())["stats"]["velocity"]["n_rows"] > 0
 
     _run(["evaluate", "--model", str(run)])
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

@@ -81,7 +81,8 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
             raise DatasetError(f"{item.source}: test video has no labels; `vad evaluate` needs annotations "
                                "(for a folder dataset add test/labels.csv)")
         n = len(item.labels)
-        final, per_type, _ = score_video(tables, run.detectors, run.stats, n, sigma)
+        final, per_type, _ = score_video(tables, run.detectors, run.stats, n, sigma,
+                                          int(run.config.get("track_window") or 0))
         combined[item.video_id], labels[item.video_id] = final, item.labels.astype(np.int64)
         for t, s in per_type.items():
             per_type_smoothed[t][item.video_id] = smooth(combine({t: s}, run.stats), sigma)

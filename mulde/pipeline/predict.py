@@ -42,7 +42,8 @@ def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = 
         n = reader.n_frames
         fps = float(reader.fps or 25.0)
         final, per_type, rows = score_video(tables, run.detectors, run.stats, n,
-                                            float(cfg.get("smoothing_sigma") or 0))
+                                            float(cfg.get("smoothing_sigma") or 0),
+                                            int(run.config.get("track_window") or 0))
         frame = pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "score": final})
         for t, s in per_type.items():
             frame[f"score_{t}"] = s

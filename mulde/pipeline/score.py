@@ -66,8 +66,15 @@ def smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def score_video(tables: dict[str, FeatureTable], detectors: dict, stats: dict[str, TypeStats],
-                n_frames: int, smoothing_sigma: float) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Score one video: (smoothed combined frame scores, raw frame scores per type, row scores per type)."""
+                n_frames: int, smoothing_sigma: float,
+                track_window: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Score one video: (smoothed combined frame scores, raw frame scores per type, row scores per type).
+
+    ``track_window`` must be the run's (its detectors were trained on tracklet-smoothed rows).
+    """
+    from mulde.pipeline.tracks import apply_tracks
+
+    tables = apply_tracks(tables, track_window)
     per_type, rows = {}, {}
     for ftype, det in detectors.items():
         table = tables[ftype]
