@@ -35,22 +35,27 @@ def _run(args: list[str]) -> None:
 
 # The offline flow-grid frame feature is weaker on this data (whole-frame statistics of a few
 # small walkers; ~0.83 micro with MULDE) than per-object velocity (~0.95), hence two bars.
-@pytest.mark.parametrize("features, min_auc", [(OBJECTS, 0.9), (OBJECTS + ["--track-window", "2"], 0.9),
+@pytest.mark.parametrize("features, min_auc", [(OBJECTS, 0.9), (OBJECTS + ["train:--track-window=2"], 0.9),
                                                (["--features", "frames", "--backbone", "flowgrid"], 0.7)],
                          ids=["objects-motion", "objects-tracklets", "frames-flowgrid"])
 def test_extract_train_evaluate_score(synthetic, tmp_path, capsys, features, min_auc):
-    data = ["--dataset", "folder", "--root", str(synthetic), "--cache", str(tmp_path / "cache")] + features
+    train_only = [a.removeprefix("train:") for a in features if a.startswith("train:")]
+    data = ["--dataset", "folder", "--root", str(synthetic), "--cache", str(tmp_path / "cache")]
+    data += [a for a in features if not a.startswith("train:")]
     _run(["extract", *data])
     _run(["extract", *data])
     assert "0 videos extracted" in capsys.readouterr().out  # the rerun does no work
 
     run = tmp_path / "run"
-    _run(["train", *data, "--preset", "test", "--out", str(run)])
+    _run(["train", *data, *train_only, "--preset", "test", "--out", str(run)])
     assert (run / "config.yaml").is_file() and (run / "run.json").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["units"] == [128, 128]
-    if "--track-window" in features:  # the velocity model saw 3 more columns (track speed)
+    if train_only:  # tracklets: the velocity model saw 3 more columns (track speed)
         assert yaml.safe_load((run / "config.yaml").read_text())["track_window"] == 2
-        assert json.loads((run / "run.json").read_text())["stats"]["velocity"]["n_rows"] > 0
+        from mulde.pipeline.run import load_run
+
+        # 8 orientation bins + magnitude + 3 geometry columns, then 3 track-speed columns
+        assert load_run(run, device="cpu").detectors["velocity"].n_features_in_ == 15
 
     _run(["evaluate", "--model", str(run)])
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
