@@ -58,6 +58,8 @@ def _add_features(p: argparse.ArgumentParser) -> None:
     g.add_argument("--conf", type=float, help="objects: YOLO confidence threshold")
     g.add_argument("--deep", choices=["auto", "on", "off"], help="objects: CLIP deep features (default: auto = when weights exist)")
     g.add_argument("--clip-weights", metavar="PATH", help="objects: local CLIP ViT-B/16 weights")
+    g.add_argument("--appearance", action="store_true", default=None,
+                   help="objects: add the detector's own per-box embedding as a feature type (offline)")
     g.add_argument("--weights", metavar="PATH", help="frames: local Hiera checkpoint")
     g.add_argument("--random-init", action="store_true", default=None, help="frames: random Hiera weights (tests only)")
     g.add_argument("--clip-step", type=int, help="frames: compute a clip every k frames (default: 1)")

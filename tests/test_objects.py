@@ -132,3 +132,28 @@ def test_empty_video_is_an_error():
 
     with pytest.raises(VideoError, match="empty.mp4"):
         ObjectExtractor(proposals="motion", deep=False).extract(Empty(), progress=False)
+
+
+def test_appearance_rows_are_the_detector_boxes_with_their_embeddings():
+    """appearance=True adds one detector embedding per detector box, aligned with the pose rows."""
+    import cv2
+    import ultralytics
+
+    bus = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))[..., ::-1]
+    frames = np.stack([bus, bus, np.roll(bus, 48, axis=1)])
+    ex = ObjectExtractor(proposals="yolo", imgsz=320, appearance=True, device="cpu")
+    assert ex.feature_types == ("velocity", "pose", "appearance") and ex.config()["appearance"] is True
+    assert "appearance" not in ObjectExtractor(proposals="yolo", device="cpu").config()  # old cache keys hold
+    tables = ex.extract(ArrayVideo(frames), progress=False)
+    app, pose = tables["appearance"], tables["pose"]
+    assert app.values.shape == (len(pose), 448) and app.meta["dim"] == 448 and len(app) >= 9
+    assert rows(app) == rows(pose)
+    assert np.isfinite(app.values).all() and np.abs(app.values).sum(axis=1).min() > 0
+    # identical frames give identical embeddings; a shifted person keeps most of its embedding
+    first, second, shifted = (app.values[app.frame_idx == f] for f in range(3))
+    np.testing.assert_allclose(first, second, atol=1e-4)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(first) @ unit(shifted).T
+    assert (cos.max(axis=1) > 0.9).all()
+    with pytest.raises(InputError, match="appearance features come from the detector"):
+        ObjectExtractor(proposals="motion", appearance=True, device="cpu")

@@ -125,18 +125,21 @@ class Detections:
     scores: np.ndarray
     classes: np.ndarray
     keypoints: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(len(self.boxes))
 
     @classmethod
-    def empty(cls, with_keypoints: bool) -> Detections:
+    def empty(cls, with_keypoints: bool, embed_dim: int | None = None) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32),
-                   np.zeros((0, N_KEYPOINTS, 3), np.float32) if with_keypoints else None)
+                   np.zeros((0, N_KEYPOINTS, 3), np.float32) if with_keypoints else None,
+                   np.zeros((0, embed_dim), np.float32) if embed_dim else None)
 
     def select(self, keep: np.ndarray) -> Detections:
         kp = self.keypoints[keep] if self.keypoints is not None else None
-        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], kp)
+        emb = self.embeddings[keep] if self.embeddings is not None else None
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], kp, emb)
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -151,12 +154,17 @@ class YoloDetector:
     iou: NMS IoU threshold (maximum overlap between two kept boxes); imgsz: inference size
     (small objects need more: Ped2's 20-40 px people are found at 800-960, not at 640);
     min_box_area: drop boxes smaller than this many pixels of the source frame.
+    embed: also return, per box, the detector's own appearance embedding. The feature maps that
+        feed the detection head (YOLO11n: P3/P4/P5, 64 + 128 + 256 channels) are average-pooled
+        over the box with ROI Align. This comes from the same forward pass, so it costs almost
+        nothing. It is an offline stand-in for CLIP's deep features, since the backbone was
+        trained on COCO's 80 classes, bicycles and cars included.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, classes: Sequence[int] | None = None,
                  conf: float = 0.25, iou: float = 0.7, imgsz: int = 640, min_box_area: float = 0.0,
                  device: str = "auto", half: bool = True, batch_size: int = 16,
-                 cache: str | os.PathLike | None = None) -> None:
+                 cache: str | os.PathLike | None = None, embed: bool = False) -> None:
         if not 0.0 <= conf <= 1.0 or not 0.0 < iou <= 1.0:
             raise InputError(f"detector conf ({conf}) must be in [0, 1] and iou ({iou}) in (0, 1]")
         if imgsz < 32 or batch_size < 1:
@@ -170,6 +178,10 @@ class YoloDetector:
         self.batch_size = int(batch_size)
         self._model: Any = None
         self._predictor: Any = None
+        self.embed = bool(embed)
+        self._maps: dict[int, Any] = {}  # head-input feature maps of the last batch (embed=True)
+        self._embed_layers: list[int] = []
+        self._embed_strides: list[float] = []
 
     @property
     def model(self) -> Any:
@@ -198,7 +210,53 @@ class YoloDetector:
             # ultralytics reads numpy images as BGR
             batch = [np.ascontiguousarray(f[..., ::-1]) for f in frames[start:start + self.batch_size]]
             results = self._predict(batch)
-            out.extend(self._convert(r, f.shape) for r, f in zip(results, batch))
+            dets = [self._convert(r, f.shape) for r, f in zip(results, batch)]
+            if self.embed:
+                dets = self._add_embeddings(dets, batch[0].shape[:2])
+            out.extend(dets)
+        return out
+
+    @property
+    def embed_dim(self) -> int:
+        """Length of the appearance embedding: the channels of the maps feeding the head."""
+        head = self.model.model.model[-1]
+        try:  # Detect/Pose heads have one conv branch per input map
+            return int(sum(branch[0].conv.in_channels for branch in head.cv2))
+        except (AttributeError, TypeError, IndexError):
+            raise InputError(f"detector {self.weights} has no YOLO detection head to take embeddings "
+                             "from; use a YOLOv8/YOLO11 model or turn appearance off") from None
+
+    def _hook_head_inputs(self) -> None:
+        """Record the maps the detection head reads (its ``f`` indices) on every forward pass."""
+        net = self._predictor.model.model  # AutoBackend -> the (fused copy of the) DetectionModel
+        head = net.model[-1]
+        self._embed_layers = [int(i) for i in head.f]
+        self._embed_strides = [float(s) for s in head.stride]
+        for i in self._embed_layers:
+            net.model[i].register_forward_hook(lambda _m, _inp, out, i=i: self._maps.__setitem__(i, out))
+
+    def _add_embeddings(self, dets: list[Detections], shape: tuple[int, int]) -> list[Detections]:
+        """ROI-Align each box on every recorded map (boxes mapped through ultralytics' letterbox)."""
+        import torch
+        from torchvision.ops import roi_align
+
+        height, width = shape
+        maps = [self._maps[i] for i in self._embed_layers]
+        in_h = maps[0].shape[2] * self._embed_strides[0]
+        in_w = maps[0].shape[3] * self._embed_strides[0]
+        r = min(self.imgsz / height, self.imgsz / width)
+        left = round((in_w - round(width * r)) / 2 - 0.1)
+        top = round((in_h - round(height * r)) / 2 - 0.1)
+        offset = np.array([left, top, left, top], np.float32)
+        rois = [torch.from_numpy(d.boxes * r + offset).to(maps[0].device, torch.float32) for d in dets]
+        pooled = [roi_align(m.float(), rois, output_size=1, spatial_scale=1.0 / s, sampling_ratio=2,
+                            aligned=True).flatten(1) for m, s in zip(maps, self._embed_strides)]
+        emb = torch.cat(pooled, dim=1).cpu().numpy().astype(np.float32)
+        out, start = [], 0
+        for d in dets:
+            d.embeddings = emb[start:start + len(d)]
+            start += len(d)
+            out.append(d)
         return out
 
     def _predict(self, batch: list[np.ndarray]) -> list[Any]:
@@ -213,7 +271,9 @@ class YoloDetector:
                 device=self.device, verbose=False, save=False, **self._precision(),
             )
             self._predictor = self.model.predictor
-            return results
+            if not self.embed:
+                return results
+            self._hook_head_inputs()  # the set-up pass ran without hooks: run the batch again
         return self._predictor(source=batch, stream=False)
 
     def _precision(self) -> dict[str, Any]:

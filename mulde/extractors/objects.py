@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
 from mulde.extractors.base import FeatureTable
-from mulde.extractors.detection import PERSON, Detections, YoloDetector, torch_device
+from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, torch_device
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
 from mulde.extractors.pose import normalize_keypoints, pose_columns
@@ -41,7 +41,7 @@ from mulde.extractors.weights import missing_weights
 log = logging.getLogger("mulde")
 
 PROPOSALS = ("yolo+motion", "yolo", "motion")
-FEATURE_TYPES = ("velocity", "pose", "deep")
+FEATURE_TYPES = ("velocity", "pose", "deep", "appearance")
 CONFIG_VERSION = 1
 
 
@@ -68,6 +68,10 @@ class ObjectExtractorConfig:
     deep: None -> on when CLIP weights are available without a download, else skipped with one
         warning; True -> required (downloads when online, else WeightsError); False -> off.
     clip_weights: explicit CLIP state_dict file; clip_random_init: random CLIP (tests only).
+    appearance: the detector's own embedding of each detector box (ROI Align on the maps that
+        feed its head; :class:`mulde.extractors.detection.YoloDetector`). It comes from the same
+        forward pass, with real offline weights, so it serves as an appearance feature where CLIP's
+        weights are missing. Off by default.
     device: auto | cpu | cuda | cuda:N; amp: fp16 for YOLO and CLIP on CUDA.
     chunk_size: frames decoded and processed together; detector_batch / clip_batch: batch sizes.
     cache: cache folder whose ``weights/`` holds local weight files (None: $MULDE_CACHE).
@@ -92,6 +96,7 @@ class ObjectExtractorConfig:
     deep: bool | None = None
     clip_weights: str | None = None
     clip_random_init: bool = False
+    appearance: bool = False
     device: str = "auto"
     amp: bool = True
     chunk_size: int = 64
@@ -137,11 +142,13 @@ class ObjectExtractor:
         self._clip: clip_mod.ClipEncoder | None = None
         self.pose = self._resolve_pose()
         self.deep = self._resolve_deep()
+        if self.cfg.appearance and not self.use_detector:
+            raise InputError("appearance features come from the detector; use proposals 'yolo+motion' or 'yolo'")
         self.feature_types: tuple[str, ...] = tuple(
-            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep)) if on
+            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep, self.cfg.appearance)) if on
         )
         if not self.feature_types:
-            raise InputError("extractor objects has no feature type enabled; enable velocity, pose or deep")
+            raise InputError("extractor objects has no feature type enabled; enable velocity, pose, deep or appearance")
         self.last_timings: dict[str, float] = {}
 
     # --- set-up -------------------------------------------------------------------------
@@ -152,7 +159,7 @@ class ObjectExtractor:
             self._detector = YoloDetector(
                 c.detector_weights, classes=c.classes, conf=c.conf, iou=c.iou, imgsz=c.imgsz,
                 min_box_area=c.min_box_area, device=self.device, half=c.amp,
-                batch_size=c.detector_batch, cache=c.cache)
+                batch_size=c.detector_batch, cache=c.cache, embed=c.appearance)
         return self._detector
 
     @property
@@ -206,6 +213,8 @@ class ObjectExtractor:
         cfg["detector_weights"] = Path(cfg["detector_weights"]).name if cfg["detector_weights"] else "yolo11n-pose.pt"
         cfg["clip_weights"] = Path(cfg["clip_weights"]).name if cfg["clip_weights"] else None
         cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
+        if not cfg["appearance"]:
+            cfg.pop("appearance")  # keeps the keys of caches made before the option existed
         return {"extractor": self.name, "version": CONFIG_VERSION,
                 "feature_types": list(self.feature_types), **cfg}
 
@@ -240,7 +249,7 @@ class ObjectExtractor:
                 det = dets[t]
                 keep = merge_proposals(det.boxes, mboxes[t], c.max_overlap)
                 mb = mboxes[t][keep]
-                mb = mb[_area(mb) >= c.min_box_area]
+                mb = mb[box_area(mb) >= c.min_box_area]
                 counts["n_motion_raw"] += len(mboxes[t])
                 counts["n_detector_boxes"] += len(det)
                 counts["n_motion_boxes"] += len(mb)
@@ -265,6 +274,8 @@ class ObjectExtractor:
                     if len(person):
                         _add(rows["pose"], fi, det.boxes[person], ids[person],
                              normalize_keypoints(det.keypoints[person], det.boxes[person]))
+                if "appearance" in rows and len(det):
+                    _add(rows["appearance"], fi, det.boxes, ids[:len(det)], det.embeddings)
                 if "deep" in rows and len(boxes):
                     crops_frames.append((frame, boxes))
                     _add(rows["deep"], fi, boxes, ids, None)
@@ -294,9 +305,11 @@ class ObjectExtractor:
     def _table(self, kind: str, r: dict[str, list], n_frames: int, counts: dict[str, int]) -> FeatureTable:
         columns = {"velocity": velocity_columns(self.cfg.velocity_bins, self.cfg.velocity_extras),
                    "pose": pose_columns(),
-                   "deep": [f"clip_{i}" for i in range(clip_mod.CLIP_DIM)]}[kind]
+                   "deep": [f"clip_{i}" for i in range(clip_mod.CLIP_DIM)],
+                   "appearance": [f"det_{i}" for i in range(self.detector.embed_dim if kind == "appearance" else 0)]
+                   }[kind]
         meta = {"feature_type": kind, "dim": len(columns), "extractor": self.name,
-                "columns": columns if kind != "deep" else None, **counts}
+                "columns": columns if kind not in ("deep", "appearance") else None, **counts}
         if not r["frame_idx"]:
             empty = FeatureTable.empty(len(columns), n_frames)
             empty.meta.update(meta)
@@ -325,10 +338,6 @@ def _add(rows: dict[str, list], frame: int, boxes: np.ndarray, ids: np.ndarray,
     rows["object_id"].append(np.asarray(ids, np.int32))
     if values is not None:
         rows["values"].append(np.asarray(values, np.float32))
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _timed(chunks: Iterator[tuple[int, np.ndarray]], timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:

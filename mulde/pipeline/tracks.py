@@ -18,6 +18,8 @@ import numpy as np
 
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
+from mulde.extractors.detection import box_area
+from mulde.extractors.motion import coverage
 
 SPEED_COLUMNS = ["track_vx", "track_vy", "track_speed"]
 TRACKED_TYPES = ("velocity",)
@@ -25,13 +27,8 @@ TRACKED_TYPES = ("velocity",)
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(n, m) intersection over union of two sets of x1, y1, x2, y2 boxes."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    area_a, area_b = box_area(a), box_area(b)
+    inter = coverage(a, b) * np.maximum(area_a, 1e-6)[:, None]
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
