@@ -131,10 +131,9 @@ class Detections:
         return int(len(self.boxes))
 
     @classmethod
-    def empty(cls, with_keypoints: bool, embed_dim: int | None = None) -> Detections:
+    def empty(cls, with_keypoints: bool) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32),
-                   np.zeros((0, N_KEYPOINTS, 3), np.float32) if with_keypoints else None,
-                   np.zeros((0, embed_dim), np.float32) if embed_dim else None)
+                   np.zeros((0, N_KEYPOINTS, 3), np.float32) if with_keypoints else None)
 
     def select(self, keep: np.ndarray) -> Detections:
         kp = self.keypoints[keep] if self.keypoints is not None else None
@@ -252,18 +251,16 @@ class YoloDetector:
         pooled = [roi_align(m.float(), rois, output_size=1, spatial_scale=1.0 / s, sampling_ratio=2,
                             aligned=True).flatten(1) for m, s in zip(maps, self._embed_strides)]
         emb = torch.cat(pooled, dim=1).cpu().numpy().astype(np.float32)
-        out, start = [], 0
+        start = 0
         for d in dets:
             d.embeddings = emb[start:start + len(d)]
             start += len(d)
-            out.append(d)
-        return out
+        return dets
 
     def _predict(self, batch: list[np.ndarray]) -> list[Any]:
-        """The first batch sets up ultralytics' predictor; later ones reuse it directly.
-
-        ``model.predict`` compares its arguments with the predictor's on every call and rebuilds
-        (re-fuses and warms up) the model on any difference, such as a normalised device name.
+        """The first batch sets up ultralytics' predictor through ``model.predict``; later batches
+        call the predictor directly. That skips the per-call argument merge and checks, and the
+        embedding hooks sit on the predictor's own (fused) copy of the network.
         """
         if self._predictor is None:
             results = self.model.predict(
