@@ -55,6 +55,14 @@ def test_missing_required_dataset(capsys):
     assert "--dataset is required" in _error_line(capsys)
 
 
+def test_track_window_without_object_features_is_one_line(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    args = ["train", "--dataset", "folder", "--root", str(tmp_path), "--features", "frames",
+            "--track-window", "3", "--out", str(tmp_path / "run"), "-q"]
+    assert main(args) == 2
+    assert "--track-window smooths object-centric velocity" in _error_line(capsys)
+
+
 def test_not_a_run_dir(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path), "-q"]) == 2
     assert "not a trained run" in _error_line(capsys)

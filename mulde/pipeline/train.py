@@ -17,7 +17,7 @@ from mulde.pipeline.cache import extractor_key
 from mulde.pipeline.extract import build_extractor, cache_for, load_split
 from mulde.pipeline.run import write_run_json
 from mulde.pipeline.score import frame_max, type_stats
-from mulde.pipeline.tracks import apply_tracks
+from mulde.pipeline.tracks import TRACKED_TYPES, apply_tracks
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,13 @@ def train_run(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> di
     ds = get_dataset(cfg["dataset"], cfg["root"])
     extractor = build_extractor(cfg)
     cache = cache_for(cfg)
+    types = feature_types_for(cfg, tuple(extractor.feature_types))
     window = int(cfg.get("track_window") or 0)
+    if window and not set(types) & set(TRACKED_TYPES):
+        raise InputError(f"--track-window smooths object-centric {', '.join(TRACKED_TYPES)} features, and this "
+                         f"run models {', '.join(types)}; drop --track-window or use --features objects")
     train = [(item, apply_tracks(tabs, window)) for item, tabs in load_split(ds, "train", extractor, cache,
                                                                               progress=progress)]
-    types = feature_types_for(cfg, tuple(extractor.feature_types))
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
     stats, timings = {}, {}
