@@ -108,7 +108,7 @@ def test_ped2_pose_rows_match_velocity_rows():
 
 
 def test_option_errors(tmp_path, monkeypatch):
-    with pytest.raises(InputError, match="unknown option 'imgsize'"):
+    with pytest.raises(InputError, match="unknown objects option 'imgsize'"):
         ObjectExtractor(imgsize=640)
     with pytest.raises(InputError, match="proposals"):
         ObjectExtractor(proposals="sliding")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -148,3 +148,11 @@ class Extractor(Protocol):
     def config(self) -> dict[str, Any]: ...
 
     def extract(self, reader: Any, progress: bool = True) -> dict[str, FeatureTable]: ...
+
+
+def check_options(extractor: str, options: dict[str, Any], config_class: type) -> None:
+    """One clear error for an option the extractor's config dataclass does not have."""
+    valid = {f.name for f in fields(config_class)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise InputError(f"unknown {extractor} option {unknown[0]!r}; valid options: {', '.join(sorted(valid))}")

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mulde.errors import InputError, VideoError
-from mulde.extractors.base import FeatureTable
+from mulde.extractors.base import FeatureTable, check_options
 from mulde.extractors.clips import assign_nearest, clip_centres, window_mean
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator, to_gray
 
@@ -137,12 +137,7 @@ class FlowGridExtractor:
     feature_types = ("flowgrid",)
 
     def __init__(self, **options: Any) -> None:
-        valid = {f.name for f in fields(FlowGridConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise InputError(
-                f"unknown flowgrid option {unknown[0]!r}; valid options: {', '.join(sorted(valid))}"
-            )
+        check_options("flowgrid", options, FlowGridConfig)
         for key in ("grid", "mag_edges"):
             if key in options:
                 options[key] = tuple(options[key])

@@ -29,7 +29,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mulde.errors import InputError, VideoError, WeightsError
-from mulde.extractors.base import FeatureTable
+from mulde.extractors.base import FeatureTable, check_options
 from mulde.extractors.clips import assign_nearest, clip_centres, clip_indices
 from mulde.extractors.weights import is_offline, missing_weights, weights_dir
 
@@ -400,12 +400,7 @@ class HieraExtractor:
     feature_types = ("hiera",)
 
     def __init__(self, **options: Any) -> None:
-        valid = {f.name for f in fields(HieraConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise InputError(
-                f"unknown hiera option {unknown[0]!r}; valid options: {', '.join(sorted(valid))}"
-            )
+        check_options("hiera", options, HieraConfig)
         self.cfg = HieraConfig(**options)
         cfg = self.cfg
         kwargs = model_kwargs_for(cfg.model, cfg.model_kwargs)

@@ -21,7 +21,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
-from mulde.extractors.base import FeatureTable
+from mulde.extractors.base import FeatureTable, check_options
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, torch_device
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
@@ -130,10 +130,7 @@ class ObjectExtractor:
     name = "objects"
 
     def __init__(self, **options: Any) -> None:
-        known = {f.name for f in fields(ObjectExtractorConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise InputError(f"unknown option {unknown[0]!r} for extractor objects; known: {', '.join(sorted(known))}")
+        check_options("objects", options, ObjectExtractorConfig)
         self.cfg = ObjectExtractorConfig(**options)
         self.device = torch_device(self.cfg.device)
         self.use_detector = self.cfg.proposals in ("yolo+motion", "yolo")
