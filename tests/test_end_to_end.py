@@ -49,9 +49,10 @@ def test_extract_train_evaluate_score(synthetic, tmp_path, capsys, features, min
     run = tmp_path / "run"
     _run(["train", *data, *train_only, "--preset", "test", "--out", str(run)])
     assert (run / "config.yaml").is_file() and (run / "run.json").is_file()
-    assert yaml.safe_load((run / "config.yaml").read_text())["units"] == [128, 128]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["detector"]["hidden"] == [128, 128] and recorded["detector"]["preset"] == "test"
     if train_only:  # tracklets: the velocity model saw 3 more columns (track speed)
-        assert yaml.safe_load((run / "config.yaml").read_text())["track_window"] == 2
+        assert recorded["scoring"]["track_window"] == 2
         from mulde.pipeline.run import load_run
 
         # 8 orientation bins + magnitude + 3 geometry columns, then 3 track-speed columns
@@ -89,7 +90,8 @@ def test_model_trained_on_other_features_is_refused(synthetic, tmp_path, capsys)
     other = tmp_path / "other.yaml"
     other.write_text("n_bins: 4\n")  # a flow grid with other bins than the run was trained on
     assert main(["evaluate", "--model", str(tmp_path / "run"), "--config", str(other), "-q"]) == 2
-    assert "trained on features" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differ from the ones the run was trained on" in err and "n_bins: 8 -> 4" in err
 
 
 def test_score_real_videos_including_the_truncated_one(synthetic, shared_data, tmp_path):

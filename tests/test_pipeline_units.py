@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mulde.config import config_hash, load_yaml, resolve_config, select_options, write_config
+from mulde.config import config_hash, load_yaml, resolve_config, write_config
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
 from mulde.pipeline.cache import FeatureCache, extractor_key
@@ -15,19 +15,20 @@ from mulde.pipeline.score import TypeStats, combine, frame_max, smooth, type_sta
 
 def test_config_layers_later_wins(tmp_path):
     user = tmp_path / "c.yaml"
-    user.write_text("beta: 0.5\nsmoothing-sigma: 9\nunits: [64, 64]\n")
-    cfg = resolve_config({"dataset": "ped2", "beta": 0.0, "root": "x"}, user)
-    assert cfg["beta"] == 0.0  # the flag beats the file
-    assert cfg["smoothing_sigma"] == 9  # the file beats the dataset default (3)
-    assert cfg["units"] == [64, 64]  # the file beats the preset
-    assert cfg["features"] == "objects" and cfg["lr"] == pytest.approx(5e-4)  # ped2 defaults
-    assert resolve_config({"dataset": "ped2", "lr": 3e-4, "preset": "cpu"})["lr"] == pytest.approx(3e-4)
+    user.write_text("beta: 0.5\nsmoothing-sigma: 9\nhidden: [64, 64]\n")
+    cfg = resolve_config({"dataset": "ped2", "beta": 0.0, "root": "x", "preset": "paper"}, user)
+    assert cfg.detector_options["beta"] == 0.0  # the flag beats the file
+    assert cfg.scoring.smoothing_sigma == 9  # the file beats the dataset default (3)
+    assert cfg.detector_options["hidden"] == (64, 64)  # the file beats the preset
+    assert cfg.extractor.features == "objects" and cfg.detector_options["lr"] == pytest.approx(5e-4)  # ped2 file
+    assert cfg.extractor_options["yolo_imgsz"] == 1280
+    assert resolve_config({"dataset": "ped2", "lr": 3e-4, "preset": "cpu"}).detector_options["lr"] == pytest.approx(3e-4)
     cpu = resolve_config({"dataset": "ped2", "preset": "cpu"})
-    assert cpu["units"] == [512, 512] and cpu["steps"] == 2000
+    assert cpu.detector_options["hidden"] == (512, 512) and cpu.detector_options["steps"] == 2000
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(InputError, match="unknown preset"):
+    with pytest.raises(InputError, match="preset"):
         resolve_config({"preset": "fast"})
     with pytest.raises(InputError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
@@ -37,10 +38,7 @@ def test_config_errors(tmp_path):
         load_yaml(bad)
 
 
-def test_select_options_aliases_and_write(tmp_path):
-    got = select_options({"units": [8, 8], "L": 4, "beta": 0.1, "other": 1}, {"hidden", "n_levels", "beta"},
-                         {"units": "hidden", "L": "n_levels"})
-    assert got == {"hidden": (8, 8), "n_levels": 4, "beta": 0.1}
+def test_write_config_and_hash(tmp_path):
     path = write_config({"a": 1, "p": tmp_path}, tmp_path / "out")
     assert load_yaml(path) == {"a": 1, "p": str(tmp_path)}
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mulde.config import resolve_config
-from mulde.datasets.registry import get_dataset
 from mulde.pipeline.evaluate import evaluate_run
-from mulde.pipeline.extract import build_extractor, cache_for, extract_split
+from mulde.pipeline.extract import build_extractor, cache_for, extract_split, open_dataset
 from mulde.pipeline.train import train_run
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,8 @@ DEMO_DATA: dict[str, Any] = {"n_train": 8, "n_test": 4, "n_frames": 150}
 
 
 def run_demo(out: str | Path, seed: int = 0, device: str | None = None, progress: bool = True,
-             synthetic: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+             synthetic: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+             config_file: str | None = None) -> dict[str, Any]:
     """Generate, extract, train and evaluate; returns the evaluation metrics."""
     from mulde.datasets.synthetic import generate_synthetic
 
@@ -51,9 +51,9 @@ def run_demo(out: str | Path, seed: int = 0, device: str | None = None, progress
         generate_synthetic(data, seed=seed, **{**DEMO_DATA, **(synthetic or {})})
     else:
         log.info("synthetic benchmark already in %s (reused)", data)
-    cfg = resolve_config({**DEMO_OPTIONS, "root": str(data), "cache": str(out / "cache"), "seed": seed,
-                          "device": device, **(options or {})})
-    ds = get_dataset(cfg["dataset"], cfg["root"])
+    cfg = resolve_config({"root": str(data), "cache": str(out / "cache"), "seed": seed, "device": device,
+                          **(options or {})}, config_file=config_file, base=DEMO_OPTIONS)
+    ds = open_dataset(cfg)
     extractor = build_extractor(cfg)
     for split in ("train", "test"):
         extract_split(ds, split, extractor, cache_for(cfg), progress=progress)

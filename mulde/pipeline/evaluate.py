@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from mulde.atomic import atomic_path, atomic_write
 from mulde.config import write_config
-from mulde.datasets.registry import get_dataset
-from mulde.errors import DatasetError, InputError
-from mulde.pipeline.cache import extractor_key
-from mulde.pipeline.extract import build_extractor, cache_for, load_split
-from mulde.pipeline.run import Run, load_run
+from mulde.errors import InputError
+from mulde.pipeline.extract import build_extractor, cache_for, load_split, open_dataset
+from mulde.pipeline.run import Run, check_features, load_run, requested_device, run_config
 from mulde.pipeline.score import combine, score_video, smooth
 
 log = logging.getLogger(__name__)
@@ -51,61 +49,61 @@ def auc_metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) ->
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, out: str | Path | None = None,
                  progress: bool = True, plots: bool = True, run: Run | None = None) -> dict[str, Any]:
     """Score a run's test split, write scores.csv, metrics.json and plots; return the metrics."""
     from mulde.pipeline.report import plot_evaluation
 
-    run = run or load_run(run_dir, device=(overrides or {}).get("device"))
-    cfg = {**run.config, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    run = run or load_run(run_dir, device=requested_device(overrides))
+    cfg = run_config(run, overrides)
     out = Path(out).expanduser() if out else run.folder / "eval"
-    ds = get_dataset(cfg["dataset"], cfg["root"])
+    ds = open_dataset(cfg)
     extractor = build_extractor(cfg)
-    key = extractor_key(extractor.name, extractor.config())
-    if key != run.extractor_key:
-        raise InputError(
-            f"{run.folder}: the model was trained on features {run.extractor_key} but this config extracts {key}; "
-            "evaluate with the run's own feature options (drop the overriding flags) or retrain"
-        )
+    check_features(run, extractor)
     test = load_split(ds, "test", extractor, cache_for(cfg), progress=progress)
-    sigma = float(cfg.get("smoothing_sigma") or 0)
+    sigma = float(cfg.scoring.smoothing_sigma or 0)
+    window = int(cfg.scoring.track_window or 0)
     combined, labels, per_type_smoothed, rows = {}, {}, {t: {} for t in run.feature_types}, []
     for item, tables in test:
-        if item.labels is None:
-            raise DatasetError(f"{item.source}: test video has no labels; `vad evaluate` needs annotations "
-                               "(for a folder dataset add test/labels.csv)")
-        n = len(item.labels)
-        final, per_type, _ = score_video(tables, run.detectors, run.stats, n, sigma,
-                                          int(run.config.get("track_window") or 0))
-        combined[item.video_id], labels[item.video_id] = final, item.labels.astype(np.int64)
+        n = len(item.labels) if item.labels is not None else next(iter(tables.values())).n_frames
+        final, per_type, _ = score_video(tables, run.detectors, run.stats, n, sigma, window, cfg.scoring.derived,
+                                          cfg.scoring.derived_window, cfg.scoring.combine)
+        combined[item.video_id] = final
+        frame_rows = {"video": item.video_id, "frame": np.arange(n), "score": final}
+        if item.labels is not None:
+            labels[item.video_id] = item.labels.astype(np.int64)
+            frame_rows["label"] = item.labels
         for t, s in per_type.items():
             per_type_smoothed[t][item.video_id] = smooth(combine({t: s}, run.stats), sigma)
-        frame_rows = {"video": item.video_id, "frame": np.arange(n), "score": final, "label": item.labels}
         frame_rows.update({f"score_{t}": s for t, s in per_type.items()})
         rows.append(pd.DataFrame(frame_rows))
-    metrics = auc_metrics(combined, labels)
+    unlabelled = [v for v in combined if v not in labels]
+    if labels:
+        metrics = auc_metrics({v: combined[v] for v in labels}, labels)
+    else:
+        log.warning("%s: the test split has no labels; writing scores and plots without AUC-ROC "
+                    "(for a folder dataset add test/labels.csv)", ds.root)
+        metrics = {"micro_auc": None, "macro_auc": None, "per_video_auc": {}, "macro_videos": 0,
+                   "macro_excluded": [], "n_frames": int(sum(len(s) for s in combined.values()))}
+    if unlabelled and labels:
+        log.warning("%d test videos have no labels and are left out of the AUC: %s", len(unlabelled),
+                    ", ".join(unlabelled[:5]) + (" ..." if len(unlabelled) > 5 else ""))
+    metrics["unlabelled_videos"] = unlabelled
     metrics["per_type"] = {}
-    if len(run.feature_types) > 1:
+    if len(run.feature_types) > 1 and labels:
         for t in run.feature_types:
-            m = auc_metrics(per_type_smoothed[t], labels)
+            m = auc_metrics({v: per_type_smoothed[t][v] for v in labels}, labels)
             metrics["per_type"][t] = {"micro_auc": m["micro_auc"], "macro_auc": m["macro_auc"]}
     metrics.update({
-        "dataset": ds.name, "root": str(ds.root), "features": cfg.get("features"),
+        "dataset": ds.name, "root": str(ds.root), "features": cfg.extractor.features,
         "extractor": run.extractor, "feature_types": list(run.feature_types),
-        "detector": cfg.get("detector"), "smoothing_sigma": sigma, "run": str(run.folder),
+        "detector": cfg.detector.name, "smoothing_sigma": sigma, "run": str(run.folder),
     })
     out.mkdir(parents=True, exist_ok=True)
     frame_table = pd.concat(rows, ignore_index=True)
-    tmp = out / "scores.csv.tmp"
-    frame_table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "scores.csv")
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
+    with atomic_path(out / "scores.csv") as tmp:
+        frame_table.to_csv(tmp, index=False)
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
     write_config(cfg, out)
     if plots:
         plot_evaluation(combined, labels, metrics, out / "scores.png")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from mulde.atomic import atomic_path
 
 
 def _plt():
@@ -26,10 +27,8 @@ def _intervals(labels: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
 
 
 def plot_evaluation(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], metrics: dict,
@@ -43,21 +42,24 @@ def plot_evaluation(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     rows = math.ceil((len(ids) + 1) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
     for ax, vid in zip(axes.flat, ids):
-        for a, b in _intervals(labels[vid]):
+        for a, b in _intervals(labels[vid]) if vid in labels else ():
             ax.axvspan(a, b - 1, color="tab:red", alpha=0.25, lw=0)
         ax.plot(scores[vid], color="tab:blue", lw=1)
         auc = metrics.get("per_video_auc", {}).get(vid)
         ax.set_title(f"{vid}" + (f"  AUC {auc:.3f}" if auc is not None else "  (one class)"), fontsize=9)
         ax.tick_params(labelsize=7)
-    y = np.concatenate([labels[v] for v in ids])
-    s = np.concatenate([scores[v] for v in ids])
-    fpr, tpr, _ = roc_curve(y, s)
     ax = axes.flat[len(ids)]
-    ax.plot(fpr, tpr, color="tab:green")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_title(f"ROC micro {metrics['micro_auc']:.3f} / macro {metrics['macro_auc']:.3f}", fontsize=9)
-    ax.set_xlabel("false positive rate", fontsize=8)
-    ax.set_ylabel("true positive rate", fontsize=8)
+    if metrics.get("micro_auc") is None:  # an unlabelled test split: scores only
+        ax.axis("off")
+    else:
+        y = np.concatenate([labels[v] for v in labels])
+        s = np.concatenate([scores[v] for v in labels])
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, color="tab:green")
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set_title(f"ROC micro {metrics['micro_auc']:.3f} / macro {metrics['macro_auc']:.3f}", fontsize=9)
+        ax.set_xlabel("false positive rate", fontsize=8)
+        ax.set_ylabel("true positive rate", fontsize=8)
     for ax in list(axes.flat)[len(ids) + 1:]:
         ax.axis("off")
     fig.suptitle(f"{metrics.get('dataset', '')}: anomaly score per frame (red: ground-truth anomalies)", fontsize=10)
@@ -104,30 +106,29 @@ def write_overlay(reader, frame_scores: np.ndarray, path: str | Path, boxes: dic
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h, n = reader.width, reader.height, len(reader)
     bar = 28
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(reader.fps or 25.0), (w, h + bar))
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot write this video file; use a .mp4 or .avi name")
-    curve = np.clip(np.asarray(frame_scores, dtype=np.float64) / 3.0, 0, 1)
-    xs = (np.arange(n) * (w - 1) / max(n - 1, 1)).astype(int)
-    ys = (bar - 2 - curve * (bar - 4)).astype(int)
-    strip = np.zeros((bar, w, 3), np.uint8)
-    cv2.polylines(strip, [np.stack([xs, ys], axis=1).astype(np.int32)], False, (200, 200, 200), 1)
-    try:
-        with tqdm(total=n, desc="overlay", unit="frame", disable=not progress) as pbar:
-            for start, frames in reader.iter_chunks(64):
-                for k, rgb in enumerate(frames):
-                    t = start + k
-                    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-                    for x1, y1, x2, y2, z in (boxes or {}).get(t, []):
-                        cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), _colour(z), 2)
-                    canvas = np.concatenate([img, strip], axis=0)
-                    cv2.line(canvas, (int(xs[t]), h), (int(xs[t]), h + bar - 1), _colour(frame_scores[t]), 2)
-                    cv2.putText(canvas, f"{frame_scores[t]:+.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                                _colour(frame_scores[t]), 1, cv2.LINE_AA)
-                    writer.write(canvas)
-                    pbar.update(1)
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(reader.fps or 25.0), (w, h + bar))
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write this video file; use a .mp4 or .avi name")
+        curve = np.clip(np.asarray(frame_scores, dtype=np.float64) / 3.0, 0, 1)
+        xs = (np.arange(n) * (w - 1) / max(n - 1, 1)).astype(int)
+        ys = (bar - 2 - curve * (bar - 4)).astype(int)
+        strip = np.zeros((bar, w, 3), np.uint8)
+        cv2.polylines(strip, [np.stack([xs, ys], axis=1).astype(np.int32)], False, (200, 200, 200), 1)
+        try:
+            with tqdm(total=n, desc="overlay", unit="frame", disable=not progress) as pbar:
+                for start, frames in reader.iter_chunks(64):
+                    for k, rgb in enumerate(frames):
+                        t = start + k
+                        img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+                        for x1, y1, x2, y2, z in (boxes or {}).get(t, []):
+                            cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), _colour(z), 2)
+                        canvas = np.concatenate([img, strip], axis=0)
+                        cv2.line(canvas, (int(xs[t]), h), (int(xs[t]), h + bar - 1), _colour(frame_scores[t]), 2)
+                        cv2.putText(canvas, f"{frame_scores[t]:+.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                                    _colour(frame_scores[t]), 1, cv2.LINE_AA)
+                        writer.write(canvas)
+                        pbar.update(1)
+        finally:
+            writer.release()
     return path

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mulde.errors import ModelFileError
+from mulde.atomic import atomic_write
+from mulde.config import RunConfig, resolve_config
+from mulde.errors import InputError, ModelFileError
 from mulde.pipeline.score import TypeStats
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: nested typed config.yaml with every decided option
 
 
 @dataclass
@@ -42,10 +45,7 @@ class Run:
 
 def write_run_json(folder: Path, info: dict[str, Any]) -> Path:
     path = folder / "run.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": RUN_FORMAT, **info}, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps({"format": RUN_FORMAT, **info}, indent=2, default=str))
 
 
 def load_run(folder: str | os.PathLike, device: str | None = None) -> Run:
@@ -72,3 +72,33 @@ def load_run(folder: str | os.PathLike, device: str | None = None) -> Run:
             raise ModelFileError(f"{path}: detector file missing from the run; retrain with `vad train`")
         run.detectors[ftype] = load_detector(path, device=device) if device else load_detector(path)
     return run
+
+
+def requested_device(overrides: Mapping[str, Any] | None) -> str | None:
+    """The device given now (flat, dotted or nested), for loading the run's detectors."""
+    o = overrides or {}
+    return o.get("device") or (o.get("runtime") or {}).get("device") or o.get("runtime.device")
+
+
+def run_config(run: Run, overrides: Mapping[str, Any] | None = None, config_file: str | None = None,
+               opt: Iterable[tuple[str, Any]] = ()) -> RunConfig:
+    """The run's recorded configuration with the options given now (device, cache, smoothing, ...).
+
+    No dataset file or preset is applied again: the record already holds every decided value.
+    """
+    return resolve_config(overrides, config_file=config_file, base=run.config, opt=opt, packaged=False)
+
+
+def check_features(run: Run, extractor: Any) -> None:
+    """Fail with one line naming what changed when ``extractor`` would not reproduce the run's features."""
+    from mulde.pipeline.cache import extractor_key
+
+    key = extractor_key(extractor.name, extractor.config())
+    if key == run.extractor_key:
+        return
+    then, now = run.info.get("extractor_config") or {}, extractor.config()
+    changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
+               if then.get(k) != now.get(k)]
+    what = "; ".join(changed) if changed else f"mulde {run.info.get('mulde_version')} -> this version"
+    raise InputError(f"{run.folder}: these features differ from the ones the run was trained on ({what}); "
+                     "restore them (drop the overriding options, put back the same weight files) or retrain")

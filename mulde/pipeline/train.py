@@ -1,74 +1,155 @@
-"""Stage 2: fit one detector per feature type on cached normal training features (``vad train``)."""
+"""Stage 2: fit one detector per feature type on cached normal training features (``vad train``).
+
+The run folder is built under a hidden temporary name and renamed into place at the end, so
+an interrupted or failed training never leaves a half-written run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mulde import __version__
-from mulde.config import DETECTOR_ALIASES, config_fields, select_options, write_config
-from mulde.datasets.registry import get_dataset
+from mulde.config import RunConfig, resolved_record, write_config
 from mulde.errors import InputError
 from mulde.pipeline.cache import extractor_key
-from mulde.pipeline.extract import build_extractor, cache_for, load_split
+from mulde.pipeline.extract import (
+    as_run_config,
+    build_extractor,
+    cache_for,
+    load_split,
+    open_dataset,
+)
 from mulde.pipeline.run import write_run_json
-from mulde.pipeline.score import frame_max, type_stats
-from mulde.pipeline.tracks import TRACKED_TYPES, apply_tracks
+from mulde.pipeline.score import frame_max, prepare_tables, type_stats
+from mulde.pipeline.tracks import TRACKED_TYPES
 
 log = logging.getLogger(__name__)
 
 
-def make_configured_detector(cfg: dict[str, Any]):
-    """The detector a config names, with every option its config class knows."""
-    from mulde.detector.registry import DETECTORS, make_detector
+def make_configured_detector(cfg: RunConfig | dict[str, Any]):
+    """The density model a config names, with its own options and the runtime's device/seed."""
+    from mulde.detector.registry import make_detector
 
-    name = cfg.get("detector", "mulde")
-    if name not in DETECTORS:
-        raise InputError(f"unknown detector {name!r}; choose one of {', '.join(sorted(DETECTORS))}")
-    params = select_options(cfg, config_fields(DETECTORS[name]), DETECTOR_ALIASES)
-    return make_detector(name, **params)
+    cfg = as_run_config(cfg)
+    return make_detector(cfg.detector.name, **cfg.component_kwargs("detector", cfg.detector.name))
 
 
-def feature_types_for(cfg: dict[str, Any], available: tuple[str, ...]) -> tuple[str, ...]:
-    """The feature types to model: ``feature_types`` from the config, else all the extractor makes."""
-    wanted = cfg.get("feature_types")
+def feature_types_for(cfg: RunConfig, available: tuple[str, ...]) -> tuple[str, ...]:
+    """The feature types to model: ``detector.feature_types``, else all the extractor makes."""
+    wanted = cfg.detector.feature_types
     if not wanted:
         return tuple(available)
-    wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
     unknown = [t for t in wanted if t not in available]
     if unknown:
-        raise InputError(f"feature types {unknown} are not produced by this extractor; available: {', '.join(available)}")
-    return wanted
+        raise InputError(f"feature types {unknown} (detector.feature_types) are not produced by this extractor; "
+                         f"available: {', '.join(available)}")
+    return tuple(wanted)
 
 
-def train_run(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
+def training_profile(items: list, fps: float | None, limit: int = 16) -> dict[str, Any]:
+    """What the training footage looks like (frame rate, frame size), from up to ``limit`` videos,
+    so that ``vad score`` can warn when it is given something else."""
+    from mulde.datasets.video import open_video
+
+    rates, sizes = [], []
+    for item in items[:limit]:
+        with contextlib.suppress(Exception), open_video(item.source, fps=fps) as reader:
+            rates.append(float(reader.fps or 0))
+            sizes.append((int(reader.width), int(reader.height)))
+    if not rates:
+        return {}
+    return {"fps": float(np.median(rates)), "frame_size": list(max(set(sizes), key=sizes.count))}
+
+
+def _describe(cfg: RunConfig, det: Any) -> str:
+    conf = getattr(det, "config", None)
+    parts = [f"preset {cfg.detector.preset}"]
+    for name in ("hidden", "batch_size", "steps", "lr"):
+        if hasattr(conf, name):
+            parts.append(f"{name} {getattr(conf, name)}")
+    return ", ".join(parts)
+
+
+def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
     """Train and save a run directory; returns its run.json content."""
-    out = Path(out).expanduser()
-    ds = get_dataset(cfg["dataset"], cfg["root"])
+    cfg = as_run_config(cfg)
+    out = Path(out).expanduser().resolve()
+    ds = open_dataset(cfg)
     extractor = build_extractor(cfg)
     cache = cache_for(cfg)
     types = feature_types_for(cfg, tuple(extractor.feature_types))
-    window = int(cfg.get("track_window") or 0)
+    window = int(cfg.scoring.track_window or 0)
     if window and not set(types) & set(TRACKED_TYPES):
         raise InputError(f"--track-window smooths object-centric {', '.join(TRACKED_TYPES)} features, and this "
                          f"run models {', '.join(types)}; drop --track-window or use --features objects")
-    train = [(item, apply_tracks(tabs, window)) for item, tabs in load_split(ds, "train", extractor, cache,
-                                                                              progress=progress)]
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
-    stats, timings = {}, {}
+    sc = cfg.scoring
+    if sc.derived and "velocity" not in types:
+        raise InputError(f"--derived adds columns to object-centric velocity rows, and this run models "
+                         f"{', '.join(types)}; drop --derived or use --features objects with velocity")
+    train = [(item, prepare_tables(tabs, window, sc.derived, sc.derived_window))
+             for item, tabs in load_split(ds, "train", extractor, cache, progress=progress)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    from mulde.pipeline.threshold import split_calibration
+
+    held = set(split_calibration(len(train), cfg.alerts.calibration_holdout, cfg.runtime.seed).tolist())
+    calib = [tabs for k, (_, tabs) in enumerate(train) if k in held]
+    train = [pair for k, pair in enumerate(train) if k not in held]
+    try:
+        info = _fit_types(cfg, ds, extractor, types, train, tmp, progress)
+        _calibrate(cfg, info, tmp, calib or [tabs for _, tabs in train], held=bool(calib))
+        if out.exists():
+            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+            out.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list, held: bool) -> None:
+    """Store the causal score distribution of held-out normal videos in run.json (alarm-rate thresholds)."""
+    from mulde.detector.registry import load_detector
+    from mulde.pipeline.run import write_run_json
+    from mulde.pipeline.score import TypeStats
+    from mulde.pipeline.threshold import calibrate, held_out_scores
+
+    types = info["feature_types"]
+    detectors = {t: load_detector(folder / f"{t}.safetensors") for t in types}
+    stats = {t: TypeStats(**info["stats"][t]) for t in types}
+    scores = held_out_scores(tables, detectors, stats, float(cfg.scoring.smoothing_sigma or 0), cfg.alerts.smoothing,
+                             rule=cfg.scoring.combine)
+    fps = (info.get("training_data") or {}).get("fps") or cfg.data.fps or 25.0
+    info["calibration"] = {**calibrate(scores, fps), "held_out": held}
+    if not held:
+        log.warning("thresholds calibrated on the training videos themselves (alerts.calibration_holdout is 0 or "
+                    "there is one video): alarm rates will be optimistic")
+    write_run_json(folder, info)
+
+
+def _fit_types(cfg: RunConfig, ds: Any, extractor: Any, types: tuple[str, ...], train: list,
+               folder: Path, progress: bool) -> dict[str, Any]:
+    stats, timings, ranges, det = {}, {}, {}, None
     for ftype in types:
         tables = [tabs[ftype] for _, tabs in train]
         X = np.concatenate([t.values for t in tables], axis=0) if tables else np.zeros((0, 0))
         if len(X) == 0:
             raise InputError(f"no {ftype} features in the {ds.name} training split; nothing to train on "
                              "(check the detector settings or drop this type with --feature-types)")
-        log.info("training %s on %d %s rows of dimension %d", cfg.get("detector"), len(X), ftype, X.shape[1])
         det = make_configured_detector(cfg)
+        log.info("training %s on %d %s rows of dimension %d (%s)", cfg.detector.name, len(X), ftype, X.shape[1],
+                 _describe(cfg, det))
         t0 = time.perf_counter()
         det.fit(X, progress=progress)
         timings[ftype] = time.perf_counter() - t0
@@ -79,20 +160,29 @@ def train_run(cfg: dict[str, Any], out: str | Path, progress: bool = True) -> di
             start += len(table)
             frames.append(frame_max(table, r, table.n_frames, np.inf))
         stats[ftype] = type_stats(frames, rows)
-        det.save(out / f"{ftype}.safetensors")
+        z = (np.concatenate(frames) - stats[ftype].mean) / stats[ftype].std
+        z = z[np.isfinite(z)]
+        ranges[ftype] = {"z_p99": float(np.percentile(z, 99)), "z_max": float(z.max())} if len(z) else {}
+        det.save(folder / f"{ftype}.safetensors")
+    record = resolved_record(cfg, extractor, det)
+    write_config(record, folder)
+    device = getattr(det, "device_", None) or getattr(extractor, "device", None)
     info = {
         "mulde_version": __version__,
         "dataset": ds.name,
-        "root": str(ds.root),
-        "features": cfg.get("features"),
+        "root": str(Path(ds.root).resolve()),
+        "features": cfg.extractor.features,
         "extractor": extractor.name,
         "extractor_key": extractor_key(extractor.name, extractor.config()),
         "extractor_config": extractor.config(),
-        "detector": cfg.get("detector"),
+        "detector": cfg.detector.name,
         "feature_types": list(types),
         "stats": {t: s.to_dict() for t, s in stats.items()},
         "train_seconds": timings,
         "train_videos": len(train),
+        "resolved": {"device": str(device) if device is not None else None, "preset": cfg.detector.preset,
+                     "config_hash": record.hash()},
+        "training_data": {**training_profile([item for item, _ in train], ds.default_fps), "score_range": ranges},
     }
-    write_run_json(out, info)
+    write_run_json(folder, info)
     return info
