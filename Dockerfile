@@ -13,7 +13,7 @@ RUN useradd --create-home --uid 1000 mulde
 WORKDIR /opt/mulde
 COPY pyproject.toml README.md ./
 COPY mulde ./mulde
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir "./[ray]" \
     && mkdir -p /data /cache \
     && chown mulde:mulde /data /cache
 

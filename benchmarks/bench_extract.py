@@ -10,6 +10,12 @@ when that file is beside this one. Without ../shared/data, synthetic frames are 
 
     PYTHONPATH=. python benchmarks/bench_extract.py [--device auto|cpu|cuda] [--quick]
         [--imgsz 640,960] [--threads 2]
+    PYTHONPATH=. python benchmarks/bench_extract.py --end-to-end [--frames 96] [--configs ...]
+
+``--end-to-end`` times the whole object extractor with the Ped2 preset (decode to feature
+rows), one row per configuration of ``E2E_CONFIGS`` (runtime, pipelining), all in one run,
+with each stage's ms/frame (stages of the pipelined runs overlap, so they add up to more than
+the wall time; ``wait`` is the time the detector waited for decoded frames) and the peak RSS.
 """
 
 from __future__ import annotations
@@ -122,6 +128,84 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
     return rows
 
 
+# The Ped2 preset's extractor options (mulde/configs/ped2.yaml) and the configurations compared
+# end to end: today's serial PyTorch loop, then each lever added.
+PED2_PRESET = {"imgsz": 1280, "proposals": "yolo", "velocity_norm": "height",
+               "velocity_extras": ("magnitude", "aspect"), "deep": False}
+E2E_CONFIGS = {
+    "torch-serial": {"yolo_runtime": "torch", "pipelined": False},
+    "torch-pipelined": {"yolo_runtime": "torch", "pipelined": True},
+    "onnx-pipelined": {"yolo_runtime": "onnx", "pipelined": True},
+    "openvino-serial": {"yolo_runtime": "openvino", "pipelined": False},
+    "openvino-pipelined": {"yolo_runtime": "openvino", "pipelined": True},
+}
+STAGES = ("decode", "motion", "flow", "detection", "velocity", "wait")
+
+
+class _FirstFrames:
+    """The first ``n`` frames of a reader, streamed chunk by chunk (decoding is timed too)."""
+
+    def __init__(self, reader: Any, n: int) -> None:
+        self.reader, self.path = reader, reader.path
+        self.n_frames = min(n, reader.n_frames)
+
+    def iter_chunks(self, chunk_size: int = 64, start: int = 0, stop: int | None = None):
+        return self.reader.iter_chunks(chunk_size, start, self.n_frames if stop is None else stop)
+
+
+class _PeakRSS:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self) -> _PeakRSS:
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        proc = psutil.Process()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, proc.memory_info().rss)
+                self._stop.wait(0.02)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_end_to_end(resolution: str, n: int, configs: dict[str, dict[str, Any]],
+                     device: str = "cpu") -> list[dict[str, Any]]:
+    """Frames/s of the whole object extractor (decode to feature rows) with the Ped2 preset, one
+    row per configuration, with each stage's ms/frame and the peak RSS during the run."""
+    from mulde.extractors.objects import ObjectExtractor
+
+    source, _ = SOURCES[resolution]
+    if not source.exists():
+        return []
+    rows = []
+    for name, options in configs.items():
+        ex = ObjectExtractor(device=device, **PED2_PRESET, **options)
+        with open_video(source) as reader:  # warm-up: model load, export on first use
+            ex.extract(_FirstFrames(reader, 16), progress=False)
+        with open_video(source) as reader, _PeakRSS() as rss:
+            start = time.perf_counter()
+            tables = ex.extract(_FirstFrames(reader, n), progress=False)
+            wall = time.perf_counter() - start
+        frames = ex.last_timings["frames"]
+        stages = ", ".join(f"{k} {1000 * ex.last_timings.get(k, 0.0) / frames:.0f}"
+                           for k in STAGES if k in ex.last_timings)
+        persons = len(tables["pose"]) / frames if "pose" in tables else float("nan")
+        rows.append(_row(f"end to end: {name}", resolution, device, "fp32", frames / wall, "frames/s",
+                         f"{persons:.2f} persons/frame; ms/frame: {stages}; peak RSS "
+                         f"{rss.peak / 2**20:.0f} MB; {source.name}"))
+    return rows
+
+
 def run(device: str = "auto", quick: bool = False, imgsizes: tuple[int, ...] = (640, 960),
         skip_cpu: bool = False) -> list[dict[str, Any]]:
     """Rows for every object-centric stage on the CPU, plus the GPU when asked/available."""
@@ -165,9 +249,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--objects-only", action="store_true", help="skip the frame-centric rows")
     parser.add_argument("--skip-cpu", action="store_true", help="GPU rows only (object-centric stages)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="only the whole extractor, Ped2 preset, one row per configuration")
+    parser.add_argument("--frames", type=int, default=96, help="frames per end-to-end run")
+    parser.add_argument("--configs", default=",".join(E2E_CONFIGS),
+                        help="end-to-end configurations, comma-separated names of E2E_CONFIGS")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     imgsizes = tuple(int(s) for s in args.imgsz.split(","))
+    if args.end_to_end:
+        configs = {k.strip(): E2E_CONFIGS[k.strip()] for k in args.configs.split(",")}
+        dev = "cuda" if args.device == "cuda" else "cpu"
+        rows = [r for res in SOURCES for r in bench_end_to_end(res, args.frames, configs, dev)]
+        print_table(rows)
+        return
     rows = run(args.device, args.quick, imgsizes, args.skip_cpu)
     if not args.objects_only:
         rows += frame_rows(args.device, args.quick)

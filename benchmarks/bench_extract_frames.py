@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mulde.datasets.video import ArrayVideo  # noqa: E402
+from mulde.device import resolve_device  # noqa: E402
 from mulde.extractors.flowgrid import FlowGridExtractor  # noqa: E402
-from mulde.extractors.hiera import HieraExtractor, resolve_device  # noqa: E402
+from mulde.extractors.hiera import HieraExtractor  # noqa: E402
 
 
 def _row(stage: str, resolution: str, device: str, dtype: str, per_second: float,

@@ -34,6 +34,15 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
 
 
+def commit(tmp: str | os.PathLike, path: str | os.PathLike, mode: int = 0o666) -> Path:
+    """Give a finished temporary file (from :func:`temp_path_for`) its final mode and rename it
+    over ``path``. For writers that keep a file open across calls (a streaming CSV); everything
+    else uses :func:`atomic_path`, which calls this."""
+    os.chmod(tmp, mode & ~_umask())
+    os.replace(tmp, path)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
     """Yield a unique temporary path; on success it replaces ``path``, on any exception
@@ -50,8 +59,7 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o666) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file for {path}")
-        os.chmod(tmp, mode & ~_umask())
-        os.replace(tmp, path)
+        commit(tmp, path, mode)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -482,7 +482,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from mulde.extractors.weights_registry import download, list_weights
+    from mulde.extractors.weights import download, list_weights
 
     if args.weights_command == "download":
         names = None if args.all else args.names

@@ -76,6 +76,9 @@ class DetectorSection:
     name: Literal["mulde", "gmm", "knn", "msma"] = "mulde"
     preset: Literal["auto", "paper", "cpu", "test"] = "auto"
     feature_types: tuple[str, ...] | None = None
+    # leave out a type whose training data shows no signal, e.g. unstable keypoints (mulde/pipeline/signal.py);
+    # only when feature_types is not given
+    drop_weak_types: bool = True
 
 
 @dataclass
@@ -86,8 +89,8 @@ class ScoringConfig:
     smoothing_sigma: float = 3.0
     track_window: int = 0
     # derived: object columns computed from boxes and frame indices (mulde/pipeline/derived.py):
-    # "track" (displacement, dwell speed, straightness, cover over +-derived_window frames of the
-    # IoU track) and/or "position" (box centre and height); combine: how feature types are merged
+    # "track" (displacement, straightness, dwell over +-derived_window frames of the IoU track)
+    # and/or "position" (box centre and height); combine: how feature types are merged
     # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
@@ -119,7 +122,8 @@ class AlertsConfig:
     min_duration / cool_down: seconds above the threshold to open an event / below it to close
     one; smoothing: causal filter (one-sided ``gaussian`` or ``exponential``, sigma =
     scoring.smoothing_sigma); calibration_holdout: fraction of the training videos kept out of
-    the fit to calibrate alarm rates (0: calibrate on the training videos, optimistic)."""
+    a probe model's fit to calibrate alarm rates on; the run's model is then fitted on all videos
+    (0: no probe, calibrate on the training videos, optimistic)."""
 
     alarm_rate: float | None = None
     threshold: float | None = None

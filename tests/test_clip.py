@@ -8,7 +8,8 @@ import torch
 
 from mulde.errors import InputError, WeightsError
 from mulde.extractors import clip as clip_mod
-from mulde.extractors.clip import ClipEncoder, crop_boxes, load_clip, local_weights_path
+from mulde.extractors import weights as wt
+from mulde.extractors.clip import ClipEncoder, crop_boxes, load_clip
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +17,7 @@ def _no_hub(monkeypatch, tmp_path):
     """Offline, and pretend the Hugging Face cache is empty whatever this machine holds."""
     monkeypatch.setenv("MULDE_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(clip_mod, "hub_cached_file", lambda: None)
+    monkeypatch.setattr(wt, "hf_cached_file", lambda repo: None)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +64,10 @@ def test_missing_explicit_file(tmp_path):
 
 def test_loads_local_weights_file(tmp_path):
     torch.manual_seed(1)
-    saved = clip_mod._save(clip_mod._build(), local_weights_path(cache=tmp_path))
+    saved = wt.save_state_dict(clip_mod._build(), wt.cache_path("clip_vit_b16", tmp_path))
     assert saved == tmp_path / "weights" / "clip_vit_b16.safetensors"
     assert clip_mod.weights_available(cache=tmp_path)
-    assert clip_mod.download_weights(cache=tmp_path) == saved  # already there: no hub
+    assert wt.fetch("clip_vit_b16", cache=tmp_path) == saved  # already there: no hub
     torch.manual_seed(2)
     model = load_clip(cache=tmp_path)
     from safetensors.torch import load_file

@@ -204,7 +204,7 @@ def test_run_records_decisions_and_survives_new_clip_weights(synthetic, tmp_path
     assert main(["evaluate", "--model", str(run), "-q"]) == 0
     before = pd.read_csv(run / "eval" / "scores.csv")
 
-    from mulde.extractors.weights_registry import list_weights
+    from mulde.extractors.weights import list_weights
 
     clip = next(r for r in list_weights(str(tmp_path / "cache")) if r["name"].startswith("clip"))
     os.makedirs(os.path.dirname(clip["path"]), exist_ok=True)

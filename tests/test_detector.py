@@ -35,8 +35,8 @@ def toy_model(toy):
     return MULDE(steps=1000, holdout=0.1, **TOY).fit(train, progress=False)
 
 
-def _small_problem(beta, hidden=(7, 6), d=3, n=5, seed=1):
-    net = init_network(d, hidden, 1, seed=0).double()
+def _small_problem(beta, hidden=(7, 6), d=3, n=5, seed=1, conditioning="log_sigma"):
+    net = init_network(d, hidden, 1, seed=0, conditioning=conditioning).double()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
     eps = torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -68,8 +68,9 @@ def test_gradient_term_matches_finite_differences(beta):
 
 @pytest.mark.parametrize("hidden", [(8,), (7, 6), (5, 6, 4)])
 @pytest.mark.parametrize("beta", [0.0, 0.3])
-def test_analytic_parameter_gradients_equal_autograd(hidden, beta):
-    net, x, eps, sigma = _small_problem(beta, hidden)
+@pytest.mark.parametrize("conditioning", ["log_sigma", "sigma"])
+def test_analytic_parameter_gradients_equal_autograd(hidden, beta, conditioning):
+    net, x, eps, sigma = _small_problem(beta, hidden, conditioning=conditioning)
     mulde_loss_autograd(net, x, eps, sigma, beta).backward()
     ref = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
            for n, p in net.named_parameters()}
@@ -99,14 +100,56 @@ def test_analytic_parameter_gradient_matches_finite_difference_of_loss():
         assert abs((up - down) / (2 * h) - grads[name].view(-1)[i].item()) < 1e-6, name
 
 
-def test_forward_levels_shares_input_product_and_matches_forward():
-    net = init_network(4, (16, 16), 1, seed=3)
+@pytest.mark.parametrize("conditioning", ["log_sigma", "sigma"])
+def test_forward_levels_shares_input_product_and_matches_forward(conditioning):
+    net = init_network(4, (16, 16), 1, seed=3, conditioning=conditioning)
     x = torch.randn(6, 4)
     sigmas = torch.tensor([0.001, 0.2, 1.0])
     out = net.forward_levels(x, sigmas)
     assert out.shape == (6, 3)
     for i, s in enumerate(sigmas):
         torch.testing.assert_close(out[:, i], net(x, s.repeat(6)), rtol=1e-5, atol=1e-6)
+    # the σ column really is log σ or σ: only the first layer's last weight column sees it
+    first = net.first.weight[:, 4]
+    z = net.first.bias + x[:1] @ net.first.weight[:, :4].t()
+    c = torch.log(sigmas[1]) if conditioning == "log_sigma" else sigmas[1]
+    want = net.head(torch.nn.functional.gelu(net.layers[0](torch.nn.functional.gelu(z + c * first))))
+    torch.testing.assert_close(out[0, 1], want[0, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_level_grid_spacings():
+    from mulde.detector.neural import level_grid
+
+    lin = level_grid(1e-3, 1.0, 16, "linear")
+    geo = level_grid(1e-3, 1.0, 16, "geometric")
+    np.testing.assert_allclose(lin, np.linspace(1e-3, 1.0, 16))
+    assert geo[0] == pytest.approx(1e-3) and geo[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(np.diff(np.log(geo)), np.log(1000) / 15)
+    # the paper's grid puts one level below 0.067; the log-uniform training draws put half below 0.032
+    assert (lin < 0.067).sum() == 1 and (geo < 0.032).sum() == 8
+
+
+def test_options_fit_save_load_and_old_files_keep_log_sigma(tmp_path, toy):
+    train, test, _ = toy
+    m = MULDE(steps=30, level_spacing="geometric", conditioning="sigma", **TOY).fit(
+        train[:800], progress=False)
+    assert m.net_.conditioning == "sigma"
+    np.testing.assert_allclose(m.sigmas_, np.geomspace(1e-3, 1.0, 16))
+    path = m.save(tmp_path / "opt.safetensors")
+    back = MULDE.load(path)
+    assert back.config.conditioning == "sigma" and back.net_.conditioning == "sigma"
+    np.testing.assert_array_equal(back.score_samples(test[:20]), m.score_samples(test[:20]))
+    # a file from before the options existed has neither key: it was trained on log σ
+    old = MULDE(steps=5, **TOY).fit(train[:300], progress=False)
+    path = old.save(tmp_path / "old.safetensors")
+    with safe_open(str(path), framework="pt") as fh:
+        header = json.loads(fh.metadata()["mulde"])
+    for key in ("conditioning", "level_spacing"):
+        header["config"].pop(key)
+    _rewrite_header(path, config=header["config"])
+    back = MULDE.load(path)
+    assert back.net_.conditioning == "log_sigma" and back.config.level_spacing == "linear"
+    np.testing.assert_array_equal(back.score_samples(test[:20]), old.score_samples(test[:20]))
 
 
 # ----------------------------------------------------------------------------- the toy
@@ -274,6 +317,10 @@ def test_bad_input_errors(toy_model):
         MULDE(n_layers=3)
     with pytest.raises(InputError, match="sigma_low"):
         MULDEConfig(sigma_low=2.0)
+    with pytest.raises(InputError, match="level_spacing must be one of linear, geometric"):
+        MULDEConfig(level_spacing="log")
+    with pytest.raises(InputError, match="conditioning must be one of log_sigma, sigma"):
+        MULDE(conditioning="sqrt")
     with pytest.raises(InputError, match="unknown MULDE preset"):
         mulde_preset("huge")
     assert issubclass(InputError, ValueError)

@@ -74,8 +74,8 @@ def test_entrypoint_from_installed_wheel(tmp_path):
 
 
 def test_torch_home_is_honoured_by_the_hiera_loader(tmp_path):
-    got = _python("from mulde.extractors.hiera import _hub_cached_file, checkpoint_url;"
-                  "print(_hub_cached_file(checkpoint_url('hiera_large_16x224', 'mae_k400_ft_k400')))",
+    got = _python("from mulde.extractors.weights import get_spec, torch_hub_file;"
+                  "print(torch_hub_file(get_spec('hiera_large_16x224').source))",
                   {"TORCH_HOME": str(tmp_path)})
     assert got.startswith(str(tmp_path / "hub" / "checkpoints"))
 
@@ -97,7 +97,7 @@ def test_yolo_config_dir_and_mulde_cache_are_honoured(tmp_path):
     got = _python("import ultralytics.utils as u; print(u.USER_CONFIG_DIR)",
                   {"YOLO_CONFIG_DIR": str(tmp_path)}).splitlines()[-1]
     assert Path(got).resolve().is_relative_to(tmp_path.resolve())
-    rows = json.loads(_python("import json; from mulde.extractors.weights_registry import list_weights;"
+    rows = json.loads(_python("import json; from mulde.extractors.weights import list_weights;"
                               "print(json.dumps(list_weights()))", {"MULDE_CACHE": str(tmp_path / "cache")}))
     names = {r["name"] for r in rows}
     assert {"hiera_large_16x224", "clip_vit_b16", "yolo11n-pose"} <= names

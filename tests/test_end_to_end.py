@@ -107,3 +107,22 @@ def test_score_real_videos_including_the_truncated_one(synthetic, shared_data, t
         frame = pd.read_csv(out)
         assert len(frame) == n_frames and np.isfinite(frame["score"]).all()
         assert frame["frame"].tolist() == list(range(n_frames))
+
+
+def test_evaluate_an_unlabelled_test_split_writes_scores_without_auc(synthetic, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic, root)
+    (root / "test" / "labels.csv").unlink()
+    data = ["--dataset", "folder", "--root", str(root), "--cache", str(tmp_path / "cache"),
+            "--features", "frames", "--backbone", "flowgrid"]
+    _run(["train", *data, "--preset", "test", "--steps", "20", "--out", str(tmp_path / "run")])
+    capsys.readouterr()
+    _run(["evaluate", "--model", str(tmp_path / "run")])
+    assert "no labels; scores only" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["micro_auc"] is None and len(metrics["unlabelled_videos"]) == 3
+    scores = pd.read_csv(tmp_path / "run" / "eval" / "scores.csv")
+    assert "label" not in scores.columns and len(scores) == 3 * N_FRAMES and np.isfinite(scores["score"]).all()
+    assert (tmp_path / "run" / "eval" / "scores.png").stat().st_size > 1000

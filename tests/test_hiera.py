@@ -12,6 +12,7 @@ import torch
 from mulde.datasets.video import ArrayVideo
 from mulde.errors import InputError, VideoError, WeightsError
 from mulde.extractors import hiera as hx
+from mulde.extractors import weights as wt
 from mulde.extractors.clips import clip_centres, clip_indices
 from mulde.extractors.registry import create_extractor
 
@@ -164,10 +165,10 @@ def test_offline_missing_weights_is_one_clear_line(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "\n" not in msg
     assert "vad weights download hiera_large_16x224" in msg and "--weights" in msg
-    assert hx.local_weights_path("hiera_large_16x224", tmp_path) == (
+    assert wt.cache_path("hiera_large_16x224", tmp_path) == (
         tmp_path / "weights" / "hiera_large_16x224.pth")
     with pytest.raises(WeightsError, match="vad weights download"):
-        hx.download_weights("hiera_base_16x224", cache=tmp_path)
+        wt.download(["hiera_base_16x224"], cache=tmp_path)
 
 
 def test_missing_weights_file_and_unpublished_model(tmp_path):
@@ -194,7 +195,7 @@ def test_local_weights_file_is_loaded(tmp_path, hub_format):
     np.testing.assert_allclose(got[5:6], expected, rtol=1e-4, atol=1e-5)
     rand = tiny().extract(reader, progress=False)["hiera"].values
     assert np.abs(rand - got).max() > 1e-3  # really the file's weights, not the random init
-    assert ext.config()["weights"] == str(path.resolve())
+    assert ext.config()["weights"] == wt.sha256_file(path)  # named by content, not path
 
 
 def test_local_file_in_the_cache_comes_before_the_hub(tmp_path, monkeypatch):
@@ -204,7 +205,7 @@ def test_local_file_in_the_cache_comes_before_the_hub(tmp_path, monkeypatch):
     # A head from the K400 checkpoint is dropped (replaced by identity).
     state = {**state, "head.projection.weight": torch.zeros(400, 64),
              "head.projection.bias": torch.zeros(400)}
-    torch.save({"model_state": state}, hx.local_weights_path("hiera_base_16x224", tmp_path))
+    torch.save({"model_state": state}, wt.cache_path("hiera_base_16x224", tmp_path))
     net = hx.load_hiera("hiera_base_16x224", cache=tmp_path, model_kwargs=TINY_KWARGS)
     for key, value in net.state_dict().items():
         assert torch.equal(value, state[key]), key

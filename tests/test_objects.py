@@ -11,7 +11,7 @@ import pytest
 
 from mulde.datasets.video import ArrayVideo, open_video
 from mulde.errors import InputError, VideoError, WeightsError
-from mulde.extractors import clip as clip_mod
+from mulde.extractors import weights
 from mulde.extractors.objects import ObjectExtractor
 from mulde.extractors.registry import create_extractor
 
@@ -20,7 +20,7 @@ PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd_ped2"
 
 @pytest.fixture(autouse=True)
 def _no_clip_hub(monkeypatch):
-    monkeypatch.setattr(clip_mod, "hub_cached_file", lambda: None)
+    monkeypatch.setattr(weights, "hf_cached_file", lambda repo: None)
 
 
 def moving_square_video(n: int = 12, h: int = 96, w: int = 128, size: int = 20, step: int = 3):
@@ -80,7 +80,8 @@ def test_default_extractor_skips_deep_without_weights(caplog):
     assert sum("CLIP weights not found" in r.message for r in caplog.records) == 1
     cfg = ex.config()
     json.dumps(cfg)
-    assert cfg["detector_weights"] == "yolo11n-pose.pt" and cfg["feature_types"] == ["velocity", "pose"]
+    assert cfg["detector_weights"] == f"sha256:{weights.sha256_file(ex.detector.weights)}"  # by content
+    assert cfg["feature_types"] == ["velocity", "pose"]
     assert ObjectExtractor(device="cpu", imgsz=160, detector_batch=2).config() == cfg
     assert ObjectExtractor(device="cpu", imgsz=320).config() != cfg
     tables = ex.extract(ArrayVideo(moving_square_video(n=6)), progress=False)
@@ -94,7 +95,7 @@ def test_ped2_pose_rows_match_velocity_rows():
         pytest.skip(f"UCSD Ped2 frames not found at {folder} (only in the project's workspace)")
     with open_video(folder) as reader:
         frames = reader.get(list(range(8)))
-    ex = ObjectExtractor(device="cpu", imgsz=960, deep=False, chunk_size=4)
+    ex = ObjectExtractor(device="cpu", imgsz=960, deep=False, chunk_size=4, yolo_runtime="torch")
     tables = ex.extract(ArrayVideo(frames), progress=False)
     vel, pose = tables["velocity"], tables["pose"]
     assert len(pose) >= 3 and pose.values.shape[1] == 34
@@ -157,3 +158,61 @@ def test_appearance_rows_are_the_detector_boxes_with_their_embeddings():
     assert (cos.max(axis=1) > 0.9).all()
     with pytest.raises(InputError, match="appearance features come from the detector"):
         ObjectExtractor(proposals="motion", appearance=True, device="cpu")
+
+
+@pytest.mark.parametrize(("chunk_size", "batch"), [(20, 16), (4, 16), (16, 3)])
+def test_pipelined_features_are_bit_for_bit_the_serial_ones(chunk_size, batch):
+    """Decode, motion and flow run in a worker thread ahead of detection; pieces of a detector
+    batch cut the decoding chunks. Neither changes a single bit, and each velocity row is the
+    histogram of the flow from the frame before (across chunk and piece borders)."""
+    from mulde.extractors.flow import FlowEstimator
+    from mulde.extractors.velocity import flow_histograms
+
+    frames = moving_square_video(n=45, step=2)
+    out = {}
+    ex = ObjectExtractor(proposals="motion", deep=False, device="cpu", chunk_size=chunk_size,
+                         detector_batch=batch, motion_min_area=50, velocity_extras=("magnitude",))
+    for pipelined in (False, True):
+        ex.cfg.pipelined = pipelined
+        out[pipelined] = ex.extract(ArrayVideo(frames), progress=False)
+    a, b = out[False]["velocity"], out[True]["velocity"]
+    assert len(a) > 30
+    for col in ("frame_idx", "object_id", "boxes", "values"):
+        assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    vel, flow = out[True]["velocity"], FlowEstimator("farneback")
+    for i in np.flatnonzero(vel.frame_idx > 0)[::7]:
+        t = int(vel.frame_idx[i])
+        expected = flow_histograms(flow(frames[t - 1], frames[t]), vel.boxes[i:i + 1], 8, ("magnitude",))
+        assert np.array_equal(vel.values[i:i + 1], expected)
+
+
+def test_pipeline_worker_errors_reach_the_caller():
+    class Broken(ArrayVideo):
+        def iter_chunks(self, chunk_size=64, start=0, stop=None):
+            yield 0, self.frames[:4]
+            raise VideoError(f"{self.path}: cannot decode frame 4")
+
+    ex = ObjectExtractor(proposals="motion", deep=False, device="cpu", pipelined=True)
+    with pytest.raises(VideoError, match="cannot decode frame 4"):
+        ex.extract(Broken(moving_square_video(n=8)), progress=False)
+
+
+@pytest.mark.slow
+def test_pipelined_detector_features_match_serial_on_ped2():
+    """With YOLO (the default runtime) in the loop, the worker thread competes with the
+    detector for the cores; the features stay bit for bit those of the serial loop."""
+    folder = PED2 / "testing" / "frames" / "04"
+    if not folder.is_dir():
+        pytest.skip(f"UCSD Ped2 frames not found at {folder} (only in the project's workspace)")
+    with open_video(folder) as reader:
+        frames = reader.get(list(range(20)))
+    ex = ObjectExtractor(device="cpu", imgsz=960, deep=False, chunk_size=8, detector_batch=4,
+                         velocity_norm="height", velocity_extras=("magnitude", "aspect"))
+    out = {}
+    for pipelined in (False, True):
+        ex.cfg.pipelined = pipelined
+        out[pipelined] = ex.extract(ArrayVideo(frames), progress=False)
+    assert len(out[True]["pose"]) >= 10
+    for kind in ("velocity", "pose"):
+        for col in ("frame_idx", "object_id", "boxes", "values"):
+            assert np.array_equal(getattr(out[False][kind], col), getattr(out[True][kind], col)), (kind, col)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +47,7 @@ class Dataset:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(
-                f"{self.root}: dataset root not found; pass --root DIR pointing at the {self.name or 'dataset'} folder"
+                f"{self.root}: dataset root not found; pass --root DIR pointing at the {self.name + ' dataset' if self.name else 'dataset'} (an absolute path, or relative to the current folder)"
             )
         self._videos: dict[str, list[VideoItem]] = {}
 
@@ -61,8 +64,58 @@ class Dataset:
     def splits(self) -> tuple[str, ...]:
         return ("train", "test")
 
+    def fingerprint(self) -> str:
+        """Hex digest naming this dataset's content, not where it is mounted (see
+        :func:`fingerprint_tree`); computed once per instance."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = fingerprint_tree(self.root, self.name)
+        return self._fingerprint
+
 
 SPLITS = ("train", "test")
+
+
+def fingerprint_tree(root: str | Path, name: str = "") -> str:
+    """Cheap content fingerprint of the videos under ``root`` (SHA-1 hex, no file is read).
+
+    It covers ``name``, the relative path and size of every video file, and for every folder
+    holding images its relative path, number of images and their total bytes. Hidden entries
+    are skipped. The same data mounted under two roots gives the same digest, so nodes share
+    cached features; adding, removing, renaming or resizing a video or frame changes it.
+    """
+    from mulde.datasets.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    root = Path(root).expanduser()
+    entries: list[tuple[str, str, int, int]] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root).as_posix()
+        n_images = image_bytes = 0
+        for f in sorted(files):
+            if f.startswith("."):
+                continue
+            suffix = os.path.splitext(f)[1].lower()
+            if suffix not in VIDEO_EXTENSIONS and suffix not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                size = os.stat(os.path.join(folder, f)).st_size
+            except OSError:  # a dangling link is not part of the data
+                continue
+            if suffix in VIDEO_EXTENSIONS:
+                entries.append(("video", f"{rel}/{f}", size, 1))
+            else:
+                n_images += 1
+                image_bytes += size
+        if n_images:
+            entries.append(("frames", rel, image_bytes, n_images))
+    payload = json.dumps({"name": name, "entries": sorted(entries)}, separators=(",", ":"))
+    return hashlib.sha1(payload.encode()).hexdigest()
 
 
 def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> str:

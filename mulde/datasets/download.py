@@ -19,6 +19,7 @@ from urllib.request import urlopen
 
 from tqdm.auto import tqdm
 
+from mulde.atomic import atomic_path, atomic_write
 from mulde.errors import DatasetError, InputError, MuldeError
 
 
@@ -55,9 +56,8 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _fetch(url: str, target: Path, progress: bool, timeout: float) -> None:
-    part = target.with_name(target.name + ".part")
     try:
-        with urlopen(url, timeout=timeout) as resp, part.open("wb") as out:
+        with atomic_path(target) as part, urlopen(url, timeout=timeout) as resp, part.open("wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
                       disable=not progress) as bar:
@@ -65,11 +65,9 @@ def _fetch(url: str, target: Path, progress: bool, timeout: float) -> None:
                     out.write(block)
                     bar.update(len(block))
     except (URLError, TimeoutError, ConnectionError, OSError) as exc:
-        part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise MuldeError(f"cannot download {url} ({reason}); fetch it by hand, save it as "
                          f"{target}, and run the command again") from None
-    part.replace(target)
 
 
 def _extract(archive: Path, dest: Path) -> None:
@@ -112,7 +110,7 @@ def fetch_and_extract(url: str, dest: str | Path, sha256: str | None = None,
             raise DatasetError(f"{target}: SHA-256 {got} does not match the published {sha256}; "
                                "delete the file and download it again")
     _extract(target, dest)
-    marker.write_text(sha256 or "unverified\n")
+    atomic_write(marker, sha256 or "unverified\n")
     return dest
 
 

@@ -23,13 +23,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2  # before decord: decord loaded first breaks OpenCV's PNG decoding (zlib clash)
 import numpy as np
 
+from mulde.atomic import atomic_write
 from mulde.errors import InputError, VideoError
 
 log = logging.getLogger(__name__)
@@ -219,11 +219,7 @@ def _store_count(path: Path, n: int) -> None:
         except (OSError, ValueError):
             data = {}
         data[_file_key(path)] = int(n)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, cache)
+        atomic_write(cache, json.dumps(data))
     except OSError as exc:  # the cache is an optimisation only
         log.debug("could not write frame-count cache %s: %s", cache, exc)
 

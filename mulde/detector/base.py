@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
+from mulde.atomic import atomic_path
 from mulde.errors import InputError, ModelFileError, MuldeError
 
 FORMAT_VERSION = 1
@@ -104,20 +103,6 @@ def config_from_dict(config_cls: type[C], data: Mapping[str, Any]) -> C:
 
 
 # ----------------------------------------------------------------------------- devices
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; an unavailable cuda raises InputError."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:i]'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available; use 'cpu'")
-    return dev
 
 
 @contextlib.contextmanager
@@ -259,15 +244,8 @@ def write_model_file(
         .detach().cpu().contiguous()
         for k, v in tensors.items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(data, tmp, metadata={HEADER_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(data, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
     return path
 
 

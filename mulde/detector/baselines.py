@@ -25,12 +25,12 @@ from mulde.detector.base import (
     gmm_to_tensors,
     model_file_errors,
     read_model_file,
-    resolve_device,
     write_model_file,
 )
 from mulde.detector.dsm import StepFn, autograd_step, msma_loss
 from mulde.detector.network import NoiseConditionedMLP
 from mulde.detector.neural import NoiseConditionedDetector, NoiseModelConfig
+from mulde.device import resolve_device
 from mulde.errors import InputError
 
 # ----------------------------------------------------------------------------- GMM

@@ -109,10 +109,10 @@ class MuldeLossGrad:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
 
-        # Inputs [x̃, log σ] (and [x, log σ] for the β term) in one batch.
+        # Inputs [x̃, c(σ)] (and [x, c(σ)] for the β term) in one batch; c = log σ or σ.
         a0 = self._buf("a0", (rows, d + 1), x)
         torch.addcmul(x, sigma.unsqueeze(1), eps, out=a0[:b, :d])
-        a0[:, d].copy_(sigma.log().repeat(rows // b))
+        a0[:, d].copy_(net.condition(sigma).repeat(rows // b))
         if beta > 0:
             a0[b:, :d].copy_(x)
 

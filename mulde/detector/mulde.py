@@ -8,7 +8,6 @@ scale σ. The anomaly score is the GMM negative log-likelihood of [f(x, σ_1) �
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -36,6 +35,10 @@ class MULDEConfig(NoiseModelConfig):
         residual in fp32); ignored on CPU. tf32: allow TF32 matmuls on CUDA.
     compile: wrap the training step in torch.compile (first step compiles; off by default).
     holdout: fraction of the rows kept out of training to report ``holdout_loss_``.
+    level_spacing: ``linear`` (the paper: L levels evenly spaced in [σ_low, σ_high]) or
+        ``geometric`` (evenly spaced in log σ, like the training draws); see ``level_grid``.
+    conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
+        authors' released code).
     score_batch_size: features per scoring batch (each evaluated at all L levels).
     log_every: steps between host syncs that record losses and update the progress bar.
     """
@@ -50,13 +53,11 @@ class MULDEConfig(NoiseModelConfig):
 
 def mulde_preset(name: str, **overrides: object) -> MULDEConfig:
     """A named configuration (``paper``, ``cpu`` or ``test``; see ``mulde.config.PRESETS``)."""
-    from mulde.config import DETECTOR_ALIASES, PRESETS, select_options
+    from mulde.config import PRESETS
 
     if name not in PRESETS:
         raise InputError(f"unknown MULDE preset {name!r}; choose from {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(MULDEConfig)}
-    return make_config(MULDEConfig, MULDEConfig(**select_options(PRESETS[name], fields, DETECTOR_ALIASES)),
-                       overrides)
+    return make_config(MULDEConfig, make_config(MULDEConfig, None, PRESETS[name]), overrides)
 
 
 class MULDE(NoiseConditionedDetector):

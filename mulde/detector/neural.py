@@ -1,7 +1,8 @@
 """Shared machinery of the noise-conditioned network detectors (MULDE and MSMA).
 
 Fit: standardise features, train the network by multiscale denoising score matching, evaluate
-it at L evenly spaced noise levels on the training set, fit a GMM to those L-vectors.
+it at L noise levels on the training set (evenly spaced as in the paper, or geometrically),
+fit a GMM to those L-vectors.
 Score: GMM negative log-likelihood of a sample's L-vector. Subclasses say what the network
 outputs, which loss trains it, and how its outputs become the L-vector.
 """
@@ -27,13 +28,13 @@ from mulde.detector.base import (
     gmm_to_tensors,
     model_file_errors,
     read_model_file,
-    resolve_device,
     tf32_enabled,
     write_model_file,
 )
 from mulde.detector.dsm import StepFn
-from mulde.detector.network import NoiseConditionedMLP, init_network
+from mulde.detector.network import CONDITIONINGS, NoiseConditionedMLP, init_network
 from mulde.detector.training import TrainSettings, evaluate_loss, resolve_steps, train_dsm
+from mulde.device import resolve_device
 from mulde.errors import InputError
 
 
@@ -55,6 +56,28 @@ def check_noise_config(cfg: Any) -> None:
         raise InputError(f"epochs must be > 0 (or None to use steps), got {cfg.epochs}")
     if cfg.lr <= 0:
         raise InputError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.level_spacing not in LEVEL_SPACINGS:
+        raise InputError(f"level_spacing must be one of {', '.join(LEVEL_SPACINGS)}, "
+                         f"got {cfg.level_spacing!r}")
+    if cfg.conditioning not in CONDITIONINGS:
+        raise InputError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, "
+                         f"got {cfg.conditioning!r}")
+
+
+LEVEL_SPACINGS = ("linear", "geometric")
+"""How the L scoring levels fill [σ_low, σ_high]: evenly (the paper) or evenly in log σ."""
+
+
+def level_grid(low: float, high: float, n: int, spacing: str = "linear") -> np.ndarray:
+    """The L noise levels the GMM sees, from ``low`` to ``high`` inclusive.
+
+    ``linear`` is the paper's evenly spaced grid; with [1e-3, 1] and L = 16 only its first level
+    lies below 0.067, although training draws σ log-uniformly (half of all draws are below
+    0.032). ``geometric`` spaces the levels evenly in log σ, matching the training distribution.
+    """
+    if spacing == "geometric":
+        return np.geomspace(low, high, n)
+    return np.linspace(low, high, n)
 
 
 @dataclass
@@ -76,6 +99,8 @@ class NoiseModelConfig:
     gmm_components: int = 1
     gmm_covariance: str = "full"
     gmm_reg_covar: float = 1e-6
+    level_spacing: str = "linear"
+    conditioning: str = "log_sigma"
     device: str = "auto"
     seed: int = 0
     amp: bool = False
@@ -130,7 +155,8 @@ class NoiseConditionedDetector(Detector):
         check_min_samples(len(train), max(2, cfg.gmm_components), "training after the holdout")
         self.standardizer_ = Standardizer.fit(train)
         x_train = torch.from_numpy(self.standardizer_.transform(train)).to(device)
-        net = init_network(X.shape[1], cfg.hidden, self._out_features(X.shape[1]), cfg.seed)
+        net = init_network(X.shape[1], cfg.hidden, self._out_features(X.shape[1]), cfg.seed,
+                           cfg.conditioning)
         net = net.to(device)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         settings = TrainSettings(
@@ -144,7 +170,7 @@ class NoiseConditionedDetector(Detector):
         )
         self.device_ = device
         self.n_features_in_ = int(X.shape[1])
-        self.sigmas_ = np.linspace(cfg.sigma_low, cfg.sigma_high, cfg.n_levels)
+        self.sigmas_ = level_grid(cfg.sigma_low, cfg.sigma_high, cfg.n_levels, cfg.level_spacing)
         with tf32_enabled(cfg.tf32, device):
             step = self._make_step(net, device)
             if cfg.compile:
@@ -227,11 +253,13 @@ class NoiseConditionedDetector(Detector):
         """Read a file written by :meth:`save`; ``device`` overrides the saved one."""
         header, t = read_model_file(path, cls.kind)
         with model_file_errors(path):
-            cfg = config_from_dict(cls.config_class, header["config"])
+            # files written before these options existed used log σ and the linear grid
+            saved = {"conditioning": "log_sigma", "level_spacing": "linear", **header["config"]}
+            cfg = config_from_dict(cls.config_class, saved)
             self = cls(cfg)
             d = int(header["n_features"])
             self.device_ = resolve_device(device or cfg.device)
-            net = NoiseConditionedMLP(d, cfg.hidden, self._out_features(d))
+            net = NoiseConditionedMLP(d, cfg.hidden, self._out_features(d), cfg.conditioning)
             net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
             for p in net.parameters():
                 p.requires_grad_(False)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from mulde.atomic import atomic_path
 from mulde.errors import InputError
 
 
@@ -93,7 +93,6 @@ class FeatureTable:
     def save(self, path: str | os.PathLike) -> Path:
         """Write as ``.npz`` atomically (temp file in the same folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "frame_idx": self.frame_idx,
             "values": self.values,
@@ -102,14 +101,8 @@ class FeatureTable:
         if self.boxes is not None:
             arrays["boxes"] = self.boxes
             arrays["object_id"] = self.object_id if self.object_id is not None else np.zeros(len(self), np.int32)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod

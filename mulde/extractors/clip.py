@@ -10,9 +10,9 @@ Each crop is resized to 224x224 (bicubic, no centre crop, so tall person boxes k
 head and feet) and normalised with CLIP's mean/std. Embeddings are L2-normalised by default,
 as CLIP compares images by cosine similarity.
 
-Weights contract: :data:`WEIGHTS`, :func:`local_weights_path`, :func:`download_weights`.
-Loading order: explicit file > ``<weights_dir>/clip_vit_b16.safetensors`` > Hugging Face hub
-via timm (its cache honours ``HF_HOME``) unless offline, saved into the local path > one-line
+Weights: entry ``clip_vit_b16`` of :mod:`mulde.extractors.weights` and its lookup: explicit
+file > ``<cache>/weights/clip_vit_b16.safetensors`` > Hugging Face hub via timm (its cache
+honours ``HF_HOME``; offline only from that cache), saved into the local path > one-line
 :class:`~mulde.errors.WeightsError`.
 """
 
@@ -25,87 +25,30 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mulde.device import resolve_device
 from mulde.errors import InputError, WeightsError
-from mulde.extractors.detection import torch_device
+from mulde.extractors import weights as wt
 from mulde.extractors.velocity import box_slices
-from mulde.extractors.weights import is_offline, missing_weights, weights_dir
 
 CLIP_WEIGHTS = "clip_vit_b16"
-TIMM_MODEL = "vit_base_patch16_clip_quickgelu_224.openai"
-HF_REPO = "timm/vit_base_patch16_clip_224.openai"
-WEIGHTS: dict[str, str] = {
-    CLIP_WEIGHTS: "CLIP ViT-B/16 image encoder (OpenAI), 512-d embeddings of object crops (timm)",
-}
+TIMM_MODEL = wt.get_spec(CLIP_WEIGHTS).model
+HF_REPO = wt.get_spec(CLIP_WEIGHTS).source
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
 CLIP_DIM = 512
 
 
-def _check_name(name: str) -> None:
-    if name not in WEIGHTS:
-        raise InputError(f"unknown CLIP weights {name!r}; choose one of {', '.join(WEIGHTS)}")
-
-
-def local_weights_path(name: str = CLIP_WEIGHTS, cache: str | os.PathLike | None = None) -> Path:
-    """``<weights_dir(cache)>/clip_vit_b16.safetensors`` (may not exist)."""
-    _check_name(name)
-    return weights_dir(cache) / f"{name}.safetensors"
-
-
-def hub_cached_file() -> Path | None:
-    """The hub weights file when it is already in the Hugging Face cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
-        found = try_to_load_from_cache(HF_REPO, filename)
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
-
-
 def weights_available(weights: str | os.PathLike | None = None,
                       cache: str | os.PathLike | None = None) -> bool:
     """True when CLIP weights can be loaded without downloading anything."""
-    if weights is not None:
-        return Path(weights).expanduser().is_file()
-    return local_weights_path(CLIP_WEIGHTS, cache).is_file() or hub_cached_file() is not None
+    return wt.weights_available(CLIP_WEIGHTS, weights, cache)
 
 
 def _build() -> Any:
     import timm
 
     return timm.create_model(TIMM_MODEL, pretrained=False)
-
-
-def _save(model: Any, path: Path) -> Path:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
-
-
-def download_weights(name: str = CLIP_WEIGHTS, cache: str | os.PathLike | None = None,
-                     progress: bool = True) -> Path:
-    """Fetch the hub weights through timm and save them as the local safetensors file."""
-    _check_name(name)
-    target = local_weights_path(name, cache)
-    if target.is_file():
-        return target
-    if is_offline() and hub_cached_file() is None:
-        raise missing_weights(name, "--clip-weights", f"Hugging Face {HF_REPO}")
-    import timm
-
-    try:
-        model = timm.create_model(TIMM_MODEL, pretrained=True)
-    except Exception as exc:  # network, auth and file errors all mean "not available"
-        raise missing_weights(name, "--clip-weights", f"Hugging Face {HF_REPO}", exc) from exc
-    return _save(model, target)
 
 
 def _load_state(model: Any, path: Path) -> Any:
@@ -133,20 +76,14 @@ def load_clip(weights: str | os.PathLike | None = None, cache: str | os.PathLike
               random_init: bool = False) -> Any:
     """The CLIP image encoder (eval mode, on the CPU) following the weights loading order."""
     model = _build()
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"CLIP weights file {path} does not exist; pass --clip-weights PATH to a local "
-                f"checkpoint or run `vad weights download {CLIP_WEIGHTS}` with internet"
-            )
-        return _load_state(model, path).eval()
-    if random_init:
+    if weights is None and random_init:
         return model.eval()
-    local = local_weights_path(CLIP_WEIGHTS, cache)
-    if not local.is_file():
-        local = download_weights(CLIP_WEIGHTS, cache)
-    return _load_state(model, local).eval()
+    return _load_state(model, weights_file(weights, cache)).eval()
+
+
+def weights_file(weights: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> Path:
+    """The CLIP weights file that :func:`load_clip` reads (fetched into the cache if need be)."""
+    return wt.resolve_weights(CLIP_WEIGHTS, weights, cache)
 
 
 def crop_boxes(frame: np.ndarray, boxes: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
@@ -172,7 +109,7 @@ class ClipEncoder:
 
         if batch_size < 1:
             raise InputError(f"CLIP batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(torch_device(device))
+        self.device = resolve_device(device)
         self.model = load_clip(weights, cache, random_init).to(self.device)
         self.amp = bool(amp) and self.device.type == "cuda"
         self.batch_size = int(batch_size)

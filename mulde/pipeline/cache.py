@@ -2,8 +2,11 @@
 
 The key is ``<extractor>-<hash>`` where the hash covers the extractor's config and the package
 version, so changing either never reuses stale features. Every file is written atomically
-(temp file + rename) and a video counts as cached only when all its feature types exist, so
-an interrupted extraction resumes at the first incomplete video.
+(unique temp file + rename) and a video counts as cached only when all its feature types exist,
+so an interrupted extraction resumes at the first incomplete video and a reader never sees a
+partial file. Many writers may share a cache (workers, shards, nodes on a network file system):
+``<split>/.claims/`` keeps two of them off the same video (see ``mulde.pipeline.executor``),
+``<split>/failures.json`` lists the videos that failed, and ``manifest.json`` is merged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mulde import __version__
 from mulde.config import config_hash
 from mulde.extractors.base import FeatureTable
 from mulde.extractors.weights import default_cache_dir
+from mulde.pipeline.claims import merge_json
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +62,22 @@ class FeatureCache:
         return out
 
     def write_manifest(self, dataset: str, key: str, info: dict[str, Any]) -> Path:
-        """Record what produced a key's features (extractor, config, version)."""
-        folder = self.root / "features" / dataset / key
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "manifest.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"mulde_version": __version__, **info}, indent=2, default=str))
-        os.replace(tmp, path)
+        """Record what produced a key's features (extractor, config, version).
+
+        Many processes (shards, nodes) may write it at once: it is merged under a lock, never
+        clobbered; ``roots`` lists every dataset root that wrote features under this key.
+        """
+        path = self.root / "features" / dataset / key / "manifest.json"
+
+        def update(old: Any) -> dict[str, Any]:
+            old = old if isinstance(old, dict) else {}
+            roots = list(old.get("roots") or ([old["root"]] if old.get("root") else []))
+            if info.get("root") is not None and str(info["root"]) not in roots:
+                roots.append(str(info["root"]))
+            new = {**old, "mulde_version": __version__, **json.loads(json.dumps(info, default=str))}
+            if roots:
+                new["roots"] = roots
+            return new
+
+        merge_json(path, update)
         return path

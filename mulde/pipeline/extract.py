@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from mulde.config import DETECTOR_KEYS, EXTRACTOR_ALIASES, config_fields, select_options
+from mulde.config import RunConfig, resolve_config
 from mulde.datasets.base import Dataset, VideoItem
 from mulde.errors import DatasetError, InputError
 from mulde.extractors.base import FeatureTable
 from mulde.extractors.registry import extractor_class
 from mulde.pipeline.cache import FeatureCache, extractor_key
+from mulde.pipeline.executor import JobReport, RunOptions, run_job
 
 log = logging.getLogger(__name__)
 
@@ -24,37 +22,37 @@ FRAME_BACKBONES = ("flowgrid", "hiera_base_16x224", "hiera_base_plus_16x224",
                    "hiera_large_16x224", "hiera_huge_16x224")
 
 
-def extractor_name(cfg: dict[str, Any]) -> str:
-    """Which registered extractor a config asks for (``objects``, ``flowgrid`` or ``hiera``)."""
-    features = cfg.get("features")
-    if features == "objects":
-        return "objects"
-    if features == "frames":
-        backbone = str(cfg.get("backbone") or "flowgrid")
-        if backbone == "flowgrid":
-            return "flowgrid"
-        if backbone.startswith("hiera"):
-            return "hiera"
-        raise InputError(f"unknown frame backbone {backbone!r}; choose one of {', '.join(FRAME_BACKBONES)}")
-    raise InputError(f"unknown --features {features!r}; choose frames or objects")
+def as_run_config(cfg: RunConfig | dict[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` as is; a mapping of options (flat or nested) resolved into one."""
+    return cfg if isinstance(cfg, RunConfig) else resolve_config(cfg)
 
 
-def build_extractor(cfg: dict[str, Any]):
-    """Create the extractor a config describes, passing every option its config class knows."""
-    name = extractor_name(cfg)
-    cls = extractor_class(name)
-    fields = config_fields(cls)
-    options = select_options({k: v for k, v in cfg.items() if k not in DETECTOR_KEYS}, fields,
-                             EXTRACTOR_ALIASES)
-    if name == "hiera" and "model" in fields:
-        options["model"] = cfg.get("backbone")
-    return cls(**options)
+def build_extractor(cfg: RunConfig | dict[str, Any]):
+    """Create the extractor a config chooses, with its own options and the runtime's device/cache."""
+    cfg = as_run_config(cfg)
+    name = cfg.extractor_name()
+    return extractor_class(name)(**cfg.component_kwargs("extractor", name))
+
+
+def open_dataset(cfg: RunConfig | dict[str, Any]) -> Dataset:
+    """The dataset a config names; ``data.fps`` sets the frame rate of its frame folders."""
+    from mulde.datasets.registry import get_dataset
+
+    cfg = as_run_config(cfg)
+    if not cfg.data.dataset or not cfg.data.root:
+        missing = "dataset" if not cfg.data.dataset else "root"
+        raise InputError(f"--{missing} is required (or set `{missing}:` in --config FILE.yaml)")
+    ds = get_dataset(cfg.data.dataset, cfg.data.root)
+    if cfg.data.fps:
+        ds.default_fps = float(cfg.data.fps)
+    return ds
 
 
 def dataset_key(ds: Dataset) -> str:
-    """Cache folder of a dataset: its name plus a hash of its root, so two copies never mix."""
-    digest = hashlib.sha1(str(Path(ds.root).resolve()).encode()).hexdigest()[:8]
-    return f"{ds.name}-{digest}"
+    """Cache folder of a dataset: its name plus a fingerprint of its videos (relative paths and
+    sizes, :meth:`Dataset.fingerprint`), so the same data under two roots shares features and
+    different data never mixes."""
+    return f"{ds.name}-{ds.fingerprint()[:12]}"
 
 
 @dataclass
@@ -63,6 +61,9 @@ class ExtractSummary:
     folder: Path
     computed: int
     skipped: int
+    failed: int = 0
+    failures_file: Path | None = None
+    report: JobReport | None = None
 
 
 def _check_labels(item: VideoItem, tables: dict[str, FeatureTable]) -> None:
@@ -79,33 +80,45 @@ def _check_labels(item: VideoItem, tables: dict[str, FeatureTable]) -> None:
 
 
 def extract_split(ds: Dataset, split: str, extractor, cache: FeatureCache, overwrite: bool = False,
-                  progress: bool = True) -> ExtractSummary:
-    """Extract every video of one split into the cache, skipping videos already there."""
-    from mulde.datasets.video import open_video
+                  progress: bool = True, *, workers: int | None = None, executor: str = "local",
+                  ray_address: str | None = None, shard: str | tuple[int, int] | None = None,
+                  retries: int = 2, raise_on_failure: bool = True,
+                  run_options: RunOptions | None = None) -> ExtractSummary:
+    """Extract every video of one split into the cache, skipping videos already there.
+
+    ``workers``/``executor``/``ray_address``/``shard``/``retries`` choose how
+    (:mod:`mulde.pipeline.executor`; one local worker runs inline). A video that fails is
+    listed in ``failures.json`` beside the features while the others go on; then
+    :class:`~mulde.pipeline.executor.FailedVideos` is raised (unless ``raise_on_failure`` is
+    False: the summary counts them).
+    """
+    from mulde.pipeline.extract_job import ExtractJob, work_items
 
     items = ds.videos(split)
     if not items:
         raise DatasetError(f"{ds.root}: no {split} videos found for dataset {ds.name}")
+    options = run_options or RunOptions(executor=executor, workers=workers, ray_address=ray_address,
+                                        shard=shard, retries=retries)
     dkey, key = dataset_key(ds), extractor_key(extractor.name, extractor.config())
     cache.write_manifest(dkey, key, {"dataset": ds.name, "root": str(ds.root),
                                      "extractor": extractor.name, "config": extractor.config(),
                                      "feature_types": list(extractor.feature_types)})
-    todo = [it for it in items if overwrite or not cache.has(dkey, key, split, it.video_id, tuple(extractor.feature_types))]
-    skipped = len(items) - len(todo)
-    if skipped:
-        log.info("%s/%s: %d of %d videos already cached under %s (skipped; --overwrite recomputes)",
-                 ds.name, split, skipped, len(items), cache.folder(dkey, key, split))
-    for item in tqdm(todo, desc=f"extract {ds.name}/{split}", unit="video", disable=not progress):
-        with open_video(item.source, fps=ds.default_fps) as reader:
-            tables = extractor.extract(reader, progress=progress)
-        _check_labels(item, tables)
-        cache.save(dkey, key, split, item.video_id, tables)
-    return ExtractSummary(key=key, folder=cache.folder(dkey, key, split), computed=len(todo), skipped=skipped)
+    folder = cache.folder(dkey, key, split)
+    job = ExtractJob(extractor, cache, dkey, split, fps=ds.default_fps, overwrite=overwrite,
+                     label=f"extract {ds.name}/{split}")
+    report = run_job(job, work_items(items), folder, options, progress=progress,
+                     skip_note=f"already cached under {folder} (skipped; --overwrite recomputes)")
+    if raise_on_failure:
+        report.raise_for_failures()
+    return ExtractSummary(key=key, folder=folder, computed=len(report.computed), skipped=len(report.skipped),
+                          failed=len(report.failed), failures_file=report.failures_file, report=report)
 
 
 def load_split(ds: Dataset, split: str, extractor, cache: FeatureCache, extract_missing: bool = True,
-               progress: bool = True) -> list[tuple[VideoItem, dict[str, FeatureTable]]]:
-    """Features of every video of a split, extracting whatever the cache lacks first."""
+               progress: bool = True, run_options: RunOptions | None = None
+               ) -> list[tuple[VideoItem, dict[str, FeatureTable]]]:
+    """Features of every video of a split, extracting whatever the cache lacks first (with
+    ``run_options``: workers, executor, ...; default the plain loop)."""
     dkey, key = dataset_key(ds), extractor_key(extractor.name, extractor.config())
     types = tuple(extractor.feature_types)
     items = ds.videos(split)
@@ -116,7 +129,8 @@ def load_split(ds: Dataset, split: str, extractor, cache: FeatureCache, extract_
                 f"{len(missing)} {split} videos of {ds.name} are not in the cache {cache.root}; run `vad extract` first"
             )
         log.info("%d %s videos not cached yet: extracting them now", len(missing), split)
-        extract_split(ds, split, extractor, cache, progress=progress)
+        extract_split(ds, split, extractor, cache, progress=progress,
+                      run_options=RunOptions(**{**vars(run_options or RunOptions()), "shard": None}))
     out = []
     for item in items:
         tables = cache.load(dkey, key, split, item.video_id, types)
@@ -125,6 +139,6 @@ def load_split(ds: Dataset, split: str, extractor, cache: FeatureCache, extract_
     return out
 
 
-def cache_for(cfg: dict[str, Any]) -> FeatureCache:
-    cache = cfg.get("cache")
+def cache_for(cfg: RunConfig | dict[str, Any]) -> FeatureCache:
+    cache = as_run_config(cfg).runtime.cache
     return FeatureCache(os.path.expanduser(cache) if cache else None)

@@ -12,6 +12,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from mulde.atomic import atomic_write
 from mulde.config import RunConfig, resolve_config
 from mulde.errors import InputError, ModelFileError
 from mulde.pipeline.score import TypeStats
+
+log = logging.getLogger(__name__)
 
 RUN_FORMAT = 2  # 2: nested typed config.yaml with every decided option
 
@@ -99,6 +102,12 @@ def check_features(run: Run, extractor: Any) -> None:
     then, now = run.info.get("extractor_config") or {}, extractor.config()
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
+    fp32 = {None, "torch", "onnx"}  # YOLO in PyTorch or ONNX Runtime: the same fp32 boxes (< 0.001 px apart)
+    if changed and all(c.startswith("yolo_runtime:") for c in changed) and \
+            then.get("yolo_runtime") in fp32 and now.get("yolo_runtime") in fp32:
+        log.info("YOLO runs in %s here and ran in %s for training: the same fp32 detections",
+                 now.get("yolo_runtime") or "torch", then.get("yolo_runtime") or "torch")
+        return
     what = "; ".join(changed) if changed else f"mulde {run.info.get('mulde_version')} -> this version"
     raise InputError(f"{run.folder}: these features differ from the ones the run was trained on ({what}); "
                      "restore them (drop the overriding options, put back the same weight files) or retrain")

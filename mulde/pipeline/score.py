@@ -4,18 +4,24 @@ Rules (paper section 4, supplementary 7.2-7.3):
 - object-centric: a frame's score is the max over its objects; a frame with no object gets the
   lowest object score seen in training (nothing there is as normal as it gets);
 - several feature types are combined by standardising each type's frame scores with the
-  training frame-score mean/std, clipping negatives (normal) to 0, and summing; a single type is
-  only standardised (clipping would tie all normal frames and change nothing else);
+  training frame-score mean/std, then either clipping negatives (normal) to 0 and summing
+  (``combine="sum"``, the default) or taking the largest z-score (``"max"``: a type that is
+  flat on some scene cannot add its noise to every frame); a single type is only standardised
+  (clipping would tie all normal frames and change nothing else);
+- object tables may first get tracklet smoothing (``tracks.py``) and derived track/position
+  columns (``derived.py``), the same at training and test time (``prepare_tables``);
 - the result is smoothed over time per video with a 1-D Gaussian of ``smoothing_sigma`` frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
 
 
@@ -50,11 +56,18 @@ def type_stats(frame_scores: list[np.ndarray], row_scores: np.ndarray) -> TypeSt
                      n_rows=int(len(row_scores)))
 
 
-def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats]) -> np.ndarray:
-    """Standardise each type with training stats; clip at 0 and sum when there are several."""
+COMBINE_RULES = ("sum", "max")
+
+
+def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str = "sum") -> np.ndarray:
+    """Standardise each type with training stats; with several, sum the clipped z or take the max."""
+    if rule not in COMBINE_RULES:
+        raise InputError(f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}")
     z = {t: (s - stats[t].mean) / stats[t].std for t, s in per_type.items()}
     if len(z) == 1:
         return next(iter(z.values()))
+    if rule == "max":
+        return np.max(list(z.values()), axis=0)
     return np.sum([np.clip(v, 0.0, None) for v in z.values()], axis=0)
 
 
@@ -65,20 +78,29 @@ def smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(scores, dtype=np.float64)
 
 
-def score_video(tables: dict[str, FeatureTable], detectors: dict, stats: dict[str, TypeStats],
-                n_frames: int, smoothing_sigma: float,
-                track_window: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Score one video: (smoothed combined frame scores, raw frame scores per type, row scores per type).
-
-    ``track_window`` must be the run's (its detectors were trained on tracklet-smoothed rows).
-    """
+def prepare_tables(tables: dict[str, FeatureTable], track_window: int = 0, derived: Sequence[str] = (),
+                   derived_window: int = 12) -> dict[str, FeatureTable]:
+    """One video's tables as the detectors see them: tracklet smoothing, then derived columns."""
+    from mulde.pipeline.derived import apply_derived
     from mulde.pipeline.tracks import apply_tracks
 
-    tables = apply_tracks(tables, track_window)
+    return apply_derived(apply_tracks(tables, track_window), derived, derived_window)
+
+
+def score_video(tables: dict[str, FeatureTable], detectors: dict, stats: dict[str, TypeStats],
+                n_frames: int, smoothing_sigma: float, track_window: int = 0, derived: Sequence[str] = (),
+                derived_window: int = 12, rule: str = "sum",
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Score one video: (smoothed combined frame scores, raw frame scores per type, row scores per type).
+
+    ``track_window``, ``derived``, ``derived_window`` and ``rule`` must be the run's (its
+    detectors were trained on rows prepared that way).
+    """
+    tables = prepare_tables(tables, track_window, derived, derived_window)
     per_type, rows = {}, {}
     for ftype, det in detectors.items():
         table = tables[ftype]
         r = det.score_samples(table.values) if len(table) else np.zeros(0)
         rows[ftype] = np.asarray(r, dtype=np.float64)
         per_type[ftype] = frame_max(table, rows[ftype], n_frames, stats[ftype].fill)
-    return smooth(combine(per_type, stats), smoothing_sigma), per_type, rows
+    return smooth(combine(per_type, stats, rule), smoothing_sigma), per_type, rows

@@ -29,6 +29,7 @@ from mulde.pipeline.extract import (
 )
 from mulde.pipeline.run import write_run_json
 from mulde.pipeline.score import frame_max, prepare_tables, type_stats
+from mulde.pipeline.signal import drop_weak_types
 from mulde.pipeline.tracks import TRACKED_TYPES
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
                          f"{', '.join(types)}; drop --derived or use --features objects with velocity")
     train = [(item, prepare_tables(tabs, window, sc.derived, sc.derived_window))
              for item, tabs in load_split(ds, "train", extractor, cache, progress=progress)]
+    if cfg.detector.drop_weak_types and not cfg.detector.feature_types:
+        types = drop_weak_types([tabs for _, tabs in train], types)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
@@ -103,10 +106,23 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
 
     held = set(split_calibration(len(train), cfg.alerts.calibration_holdout, cfg.runtime.seed).tolist())
     calib = [tabs for k, (_, tabs) in enumerate(train) if k in held]
-    train = [pair for k, pair in enumerate(train) if k not in held]
     try:
+        if calib:
+            # Calibrate alarm rates on videos a probe model never saw, then fit the run's model on
+            # every video: its scores (and AUC) are those of a run without the hold-out, and its
+            # thresholds, in training-standardised units, carry over from the probe.
+            probe = tmp / ".calibration-probe"
+            probe.mkdir()
+            fit = [pair for k, pair in enumerate(train) if k not in held]
+            log.info("calibration: a probe model on %d videos, scored on %d held-out normal videos", len(fit), len(calib))
+            calibration = _calibrate(cfg, _fit_types(cfg, ds, extractor, types, fit, probe, progress), probe,
+                                     calib, held=True)
+            shutil.rmtree(probe)
         info = _fit_types(cfg, ds, extractor, types, train, tmp, progress)
-        _calibrate(cfg, info, tmp, calib or [tabs for _, tabs in train], held=bool(calib))
+        if not calib:
+            calibration = _calibrate(cfg, info, tmp, [tabs for _, tabs in train], held=False)
+        info["calibration"] = calibration
+        write_run_json(tmp, info)
         if out.exists():
             old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
             out.rename(old)
@@ -118,10 +134,9 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
     return info
 
 
-def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list, held: bool) -> None:
-    """Store the causal score distribution of held-out normal videos in run.json (alarm-rate thresholds)."""
+def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list, held: bool) -> dict[str, Any]:
+    """The causal score distribution of normal videos scored by the run in ``folder`` (alarm-rate thresholds)."""
     from mulde.detector.registry import load_detector
-    from mulde.pipeline.run import write_run_json
     from mulde.pipeline.score import TypeStats
     from mulde.pipeline.threshold import calibrate, held_out_scores
 
@@ -131,11 +146,10 @@ def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list,
     scores = held_out_scores(tables, detectors, stats, float(cfg.scoring.smoothing_sigma or 0), cfg.alerts.smoothing,
                              rule=cfg.scoring.combine)
     fps = (info.get("training_data") or {}).get("fps") or cfg.data.fps or 25.0
-    info["calibration"] = {**calibrate(scores, fps), "held_out": held}
     if not held:
         log.warning("thresholds calibrated on the training videos themselves (alerts.calibration_holdout is 0 or "
                     "there is one video): alarm rates will be optimistic")
-    write_run_json(folder, info)
+    return {**calibrate(scores, fps), "held_out": held}
 
 
 def _fit_types(cfg: RunConfig, ds: Any, extractor: Any, types: tuple[str, ...], train: list,

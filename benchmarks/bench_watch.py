@@ -1,0 +1,152 @@
+"""Live scoring speed of ``vad watch``: per-frame latency and sustained fps, one and several streams.
+
+For each frame size (360x240: UCSD Ped2 test 01 frames; 640x360: car_traffic_640x360.mp4, both
+re-encoded at 10 fps into a temporary H.264 file with the imageio-ffmpeg binary) and each
+number of streams, two runs of :class:`mulde.pipeline.watch.Watcher`:
+
+- ``real time``: the files play at 10 fps as cameras would; reported are the scored fps, the
+  drop rate (frames skipped because scoring fell behind) and the latency from capture (the
+  frame leaving the decoder) to the event decision, p50 / p95;
+- ``max``: the same frames as fast as possible (``--no-realtime``), i.e. the sustained fps.
+
+The model is the object-centric Ped2 preset (YOLO11n-pose at ``--imgsz``, person boxes,
+velocity + pose, MULDE with the cpu preset's 2x512 network). Without ``--model RUN`` the
+detectors are MULDE networks fitted for a few steps on random rows of the right dimensions:
+scoring costs the same whatever the weights, and the extractor is the real one.
+
+    PYTHONPATH=. python benchmarks/bench_watch.py [--model RUN] [--imgsz 1280,640]
+        [--streams 1,2] [--seconds 10] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_clips(folder: Path, seconds: float) -> dict[str, Path]:
+    """360x240 and 640x360 H.264 clips at 10 fps."""
+    import imageio_ffmpeg
+
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    n = int(seconds * 10)
+    out = {}
+    ped2 = SHARED / "ucsd_ped2" / "testing" / "frames" / "01"
+    first = sorted(ped2.iterdir())[0] if ped2.is_dir() else None
+    pattern = f"%0{len(first.stem)}d{first.suffix}" if first else ""
+    src = ["-framerate", "10", "-start_number", str(int(first.stem)), "-i", str(ped2 / pattern)] if first else None
+    cars = ["-i", str(SHARED / "videos" / "car_traffic_640x360.mp4")]
+    for name, inp, scale in (("360x240", src, "360:240"), ("640x360", cars, "640:360")):
+        if inp is None:
+            continue
+        path = folder / f"{name}.mp4"
+        subprocess.run([ff, "-loglevel", "error", *inp, "-frames:v", str(n), "-vf", f"scale={scale},fps=10",
+                        "-c:v", "libx264", "-preset", "veryfast", "-g", "10", "-an", str(path)], check=True)
+        out[name] = path
+    return out
+
+
+def cost_equivalent_run(imgsz: int, device: str, folder: Path):
+    """A run with the Ped2 preset's extractor and untrained-cost-equivalent MULDE detectors."""
+    from mulde.config import resolve_config, resolved_record
+    from mulde.detector.registry import make_detector
+    from mulde.pipeline.cache import extractor_key
+    from mulde.pipeline.extract import build_extractor
+    from mulde.pipeline.run import Run
+    from mulde.pipeline.score import TypeStats
+
+    cfg = resolve_config({"dataset": "ped2", "root": str(SHARED / "ucsd_ped2"), "yolo_imgsz": imgsz,
+                          "device": device, "preset": "cpu", "deep": False})
+    extractor = build_extractor(cfg)
+    dims = {"velocity": 10, "pose": 34}
+    rng = np.random.default_rng(0)
+    detectors = {}
+    for t in extractor.feature_types:
+        det = make_detector("mulde", hidden=(512, 512), steps=20, batch_size=256, device=device)
+        det.fit(rng.normal(size=(2000, dims[t])).astype(np.float32), progress=False)
+        detectors[t] = det
+    record = resolved_record(cfg, extractor)
+    return Run(folder=folder, config=record.to_dict(), extractor=extractor.name,
+               extractor_key=extractor_key(extractor.name, extractor.config()),
+               feature_types=tuple(extractor.feature_types),
+               stats={t: TypeStats(mean=0.0, std=1.0, fill=0.0, n_rows=2000) for t in extractor.feature_types},
+               detectors=detectors, info={})
+
+
+def run_case(scorer, clip: Path, n_streams: int, realtime: bool) -> dict:
+    from mulde.pipeline.watch import Watcher, WatchOptions
+
+    opts = WatchOptions(realtime=realtime, events=os.devnull, status_every=0)
+    summary = Watcher([str(clip)] * n_streams, scorer, opts).run()
+    s = summary["sources"]
+    lat = [x["latency_p50_ms"] for x in s], [x["latency_p95_ms"] for x in s]
+    return {"fps": sum(x["frames"] for x in s) / summary["seconds"],
+            "fps_per_stream": float(np.mean([x["fps"] for x in s])),
+            "drop": float(np.mean([x["drop_rate"] for x in s])),
+            "p50": float(np.max(lat[0])), "p95": float(np.max(lat[1])), "frames": sum(x["frames"] for x in s)}
+
+
+def main() -> int:
+    import torch
+
+    from mulde.pipeline.online import OnlineScorer
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="a trained run (default: the cost-equivalent Ped2-preset run)")
+    ap.add_argument("--imgsz", default="1280,640", help="YOLO input sizes to compare (default: 1280,640)")
+    ap.add_argument("--streams", default="1,2", help="numbers of simultaneous streams (default: 1,2)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="clip length (default: 10 s = 100 frames)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    streams = [int(x) for x in args.streams.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = make_clips(Path(tmp), args.seconds)
+        print(f"# bench_watch: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
+              f"{time.strftime('%Y-%m-%d')}")
+        print(f"# command: python benchmarks/bench_watch.py {' '.join(sys.argv[1:])}")
+        print("| model | size | streams | real time 10 fps: scored fps/stream | dropped | latency p50 ms | "
+              "p95 ms | max fps (all streams) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for imgsz in [int(x) for x in args.imgsz.split(",")]:
+            if args.model:
+                from mulde.pipeline.run import load_run
+
+                run = load_run(args.model, device=args.device)
+                label = Path(args.model).name
+            else:
+                run = cost_equivalent_run(imgsz, args.device, Path(tmp))
+                label = f"Ped2 preset, YOLO @{imgsz}"
+            scorer = OnlineScorer(run)
+            scorer.step(scorer.new_stream(), 0, np.zeros((240, 360, 3), np.uint8))  # load the models
+            for size, clip in clips.items():
+                for n in streams:
+                    rt = run_case(scorer, clip, n, realtime=True)
+                    mx = run_case(scorer, clip, n, realtime=False)
+                    print(f"| {label} | {size} | {n} | {rt['fps_per_stream']:.1f} | {100 * rt['drop']:.0f}% | "
+                          f"{rt['p50']:.0f} | {rt['p95']:.0f} | {mx['fps']:.1f} |", flush=True)
+            if args.model:
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
