@@ -267,3 +267,28 @@ def test_score_warns_when_the_input_is_unlike_the_training_footage(synthetic, tm
         assert main(["score", str(big), "--model", str(tmp_path / "run"), "--out", str(tmp_path / "b.csv"), "-q"]) == 0
     line = [r.getMessage() for r in caplog.records if "differs from the footage" in r.getMessage()]
     assert len(line) == 1 and "fps" in line[0] and "frames where training had" in line[0]
+
+
+def test_scores_far_beyond_training_warn_and_ordinary_anomalies_do_not():
+    from pathlib import Path
+
+    from mulde.pipeline.predict import warn_if_unlike_training
+    from mulde.pipeline.run import Run
+    from mulde.pipeline.score import TypeStats
+
+    run = Run(folder=Path("run"), config={}, extractor="flowgrid", extractor_key="k", feature_types=("flowgrid",),
+              stats={"flowgrid": TypeStats(mean=1.0, std=0.5, fill=0.0, n_rows=10)},
+              info={"training_data": {"fps": 10.0, "frame_size": [360, 240],
+                                      "score_range": {"flowgrid": {"z_p99": 2.0, "z_max": 4.0}}}})
+    same = ((360, 240), 10.0)
+    assert warn_if_unlike_training(run, "v.mp4", same[1], same[0], {"flowgrid": np.array([1.0, 30.0])}) == []
+    far = warn_if_unlike_training(run, "v.mp4", 10.0, (360, 240), {"flowgrid": np.array([1.0, 4.5e10])})
+    assert len(far) == 1 and "scores reach" in far[0]
+    assert len(warn_if_unlike_training(run, "v.mp4", 30.0, (640, 360), {"flowgrid": np.array([1.0])})) == 2
+
+
+def test_readme_tells_cpu_users_how_to_skip_the_cuda_wheels():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "download.pytorch.org/whl/cpu" in readme
