@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -149,3 +151,15 @@ def check_options(extractor: str, options: dict[str, Any], config_class: type) -
     unknown = sorted(set(options) - valid)
     if unknown:
         raise InputError(f"unknown {extractor} option {unknown[0]!r}; valid options: {', '.join(sorted(valid))}")
+
+
+def put_unless_stopped(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` on a bounded queue, waiting while it is full (back-pressure), unless ``stop``
+    is set first; returns whether the item was queued. Used by the read-ahead threads."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

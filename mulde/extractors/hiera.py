@@ -42,7 +42,7 @@ from tqdm import tqdm
 from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError, WeightsError
 from mulde.extractors import weights as wt
-from mulde.extractors.base import FeatureTable, check_options
+from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
 from mulde.extractors.clips import assign_nearest, clip_centres, clip_indices
 
 DEFAULT_MODEL = "hiera_large_16x224"
@@ -270,13 +270,7 @@ def prefetch_chunks(
     pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="mulde-prep")
 
     def put(item: Any) -> bool:
-        while not halt.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(ahead, item, halt)
 
     def produce() -> None:
         try:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
-from mulde.extractors.base import FeatureTable, check_options
+from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area
 from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
@@ -416,13 +416,7 @@ def _background(items: Iterator[Any], timings: dict[str, float], depth: int = 2)
     stop = threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(q, item, stop)
 
     def work() -> None:
         try:
