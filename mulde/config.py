@@ -62,10 +62,15 @@ class DataConfig:
 
 @dataclass
 class ExtractorSection:
-    """features: ``objects`` or ``frames``; backbone: the frame-centric extractor."""
+    """features: ``objects`` or ``frames``; backbone: the frame-centric extractor;
+    frame_features: frame-centric extractors whose one-row-per-frame features are modelled as
+    extra feature types beside the object types (``features: objects`` only; each extractor's
+    tables are cached under its own key; see mulde/pipeline/extract.py)."""
 
     features: Literal["objects", "frames"] = "objects"
     backbone: str = "flowgrid"
+    frame_features: tuple[Literal["flowgrid", "hiera_base_16x224", "hiera_base_plus_16x224",
+                                  "hiera_large_16x224", "hiera_huge_16x224"], ...] = ()
 
 
 @dataclass
@@ -91,10 +96,11 @@ class ScoringConfig:
     # derived: object columns computed from boxes and frame indices (mulde/pipeline/derived.py):
     # "track" (displacement, straightness, dwell over +-derived_window frames of the IoU track)
     # and/or "position" (box centre and height); combine: how feature types are merged
-    # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores).
+    # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores; "holdout_sum" /
+    # "holdout_max" standardise each type on held-out normal training frames instead).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
-    combine: Literal["sum", "max"] = "sum"
+    combine: Literal["sum", "max", "holdout_sum", "holdout_max"] = "sum"
 
 
 @dataclass

@@ -216,3 +216,19 @@ def test_pipelined_detector_features_match_serial_on_ped2():
     for kind in ("velocity", "pose"):
         for col in ("frame_idx", "object_id", "boxes", "values"):
             assert np.array_equal(getattr(out[False][kind], col), getattr(out[True][kind], col)), (kind, col)
+
+
+def test_flow_auto_runs_raft_on_a_gpu_only_when_its_weights_are_on_disk(tmp_path, caplog):
+    from mulde.extractors.objects import auto_flow
+
+    assert auto_flow("cpu", str(tmp_path))[0] == "farneback"
+    method, why = auto_flow("cuda:0", str(tmp_path))
+    assert method == "farneback" and "vad weights download raft_small" in why
+    (tmp_path / "weights").mkdir(exist_ok=True)
+    (tmp_path / "weights" / "raft_small.pth").write_bytes(b"x")
+    assert auto_flow("cuda:0", str(tmp_path))[0] == "raft_small"
+    ex = ObjectExtractor(proposals="motion", deep=False, device="cpu")
+    assert ex.cfg.flow == "farneback" and ex.config()["flow"] == "farneback"  # the key names the method run
+    with caplog.at_level(logging.INFO, logger="mulde"):
+        ex.extract(ArrayVideo(moving_square_video(n=3)), progress=False)
+    assert "optical flow: farneback on cpu (auto: the CPU method" in caplog.text

@@ -66,6 +66,31 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep], kp, emb)
 
 
+def moved_by_flow(det: Detections, flow: np.ndarray | None) -> Detections:
+    """``det`` carried one frame forward: each box (and its keypoints) shifted by the median
+    optical flow inside it. ``flow[y, x]`` maps the previous frame to this one, so it is read
+    where the box was. Scores, classes and embeddings stay those of the last detector pass;
+    without flow the boxes stay where they were. This is what lets the detector run on every
+    n-th frame only (``yolo_every``)."""
+    if flow is None or not len(det):
+        return det
+    h, w = flow.shape[:2]
+    boxes = np.asarray(det.boxes, np.float32)
+    shift = np.zeros((len(boxes), 2), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        xa, ya = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
+        xb, yb = max(xa + 1, int(np.ceil(min(x2, w)))), max(ya + 1, int(np.ceil(min(y2, h))))
+        shift[i] = np.median(flow[ya:yb, xa:xb].reshape(-1, 2), axis=0)
+    moved = boxes + np.tile(shift, 2)
+    moved[:, 0::2] = np.clip(moved[:, 0::2], 0, w)
+    moved[:, 1::2] = np.clip(moved[:, 1::2], 0, h)
+    kp = None
+    if det.keypoints is not None:
+        kp = det.keypoints.copy()
+        kp[:, :, :2] += shift[:, None, :]
+    return Detections(moved, det.scores, det.classes, kp, det.embeddings)
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)

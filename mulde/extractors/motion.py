@@ -6,6 +6,15 @@ one object) and split into connected components; each component larger than ``mi
 pixels becomes a box. As in AI-VAD, these boxes are merged with the detector's: a motion box
 mostly covered by a detector box is dropped (:func:`merge_proposals`).
 
+MOG2 learns an object that stops into its background within about ``0.1 * history`` frames
+(its mode must lose 10% of the weight), so a stopped object loses its box. The ``+static``
+methods add a second, long-term MOG2 (dual background, as in Porikli et al.'s abandoned-object
+detection): a pixel that is foreground for the long-term model but background for the
+short-term one is a stationary object; a pixel that is foreground only for the short-term model
+is background it has just uncovered (where a stopped object left) and is dropped. The mask is
+moving | stationary, so a stopped object keeps one box (no duplicate) at its place, and its
+flow, hence its velocity feature, is about zero.
+
 The proposer is stateful (background model, previous frame): use one instance per video and
 feed its frames in order, chunk after chunk.
 """
@@ -21,7 +30,7 @@ from mulde.errors import InputError
 from mulde.extractors.detection import box_area
 from mulde.extractors.flow import to_gray
 
-MOTION_METHODS = ("mog2", "diff", "mog2+diff")
+MOTION_METHODS = ("mog2", "diff", "mog2+diff", "mog2+static", "mog2+diff+static")
 
 
 @dataclass
@@ -35,6 +44,9 @@ class MotionConfig:
     pixels. max_area_frac: components larger than this fraction of the frame are dropped
     (global illumination change, camera shake). max_side: frames are downscaled so their
     longer side is at most this before masking (speed), boxes are mapped back.
+    static_history: history of the long-term MOG2 of the ``+static`` methods; an object that
+    stops stays foreground for about ``0.1 * static_history`` frames (the default 2000: ~8 s at
+    25 fps, against ~0.8 s for the short-term model), after which it is scenery (a parked car).
     """
 
     method: str = "mog2"
@@ -46,15 +58,24 @@ class MotionConfig:
     min_area: float = 100.0
     max_area_frac: float = 0.5
     max_side: int = 640
+    static_history: int = 2000
 
     def __post_init__(self) -> None:
         if self.method not in MOTION_METHODS:
             raise InputError(f"unknown motion method {self.method!r}; choose one of {', '.join(MOTION_METHODS)}")
+        if self.static and self.static_history <= self.history:
+            raise InputError(f"bad motion settings: static_history={self.static_history} must exceed "
+                             f"history={self.history} (the long-term model learns slower)")
         if self.history < 1 or self.min_area < 0 or not 0 < self.max_area_frac <= 1 or self.max_side < 32:
             raise InputError(
                 f"bad motion settings: history={self.history} (>=1), min_area={self.min_area} (>=0), "
                 f"max_area_frac={self.max_area_frac} (in (0,1]), max_side={self.max_side} (>=32)"
             )
+
+    @property
+    def static(self) -> bool:
+        """Whether stationary objects are kept (a long-term background model runs too)."""
+        return self.method.endswith("+static")
 
 
 class MotionProposer:
@@ -62,16 +83,29 @@ class MotionProposer:
 
     The background model is primed with the per-pixel median of the first chunk it sees, so
     the first frames of a video do not come out as all-foreground.
+
+    With ``+static``, the long-term model is primed like the short-term one and learns at the
+    short-term rate up to frame ``2 * (history // 10)`` (twice the short model's absorption
+    time); only then does it slow down and stationary pixels count. A first frame (the causal
+    stepwise path) holds its objects, and the median of a first chunk holds whatever covered a
+    pixel about half the time (a busy spot, a loiterer); a long-term model fixed from either would
+    keep them as ghosts, "stationary objects" where the ground shows, for ``0.1 *
+    static_history`` frames. By that frame both models have learned the ground such objects
+    covered once they moved on. Objects that stand still from the first frames on are scenery
+    for both models.
     """
 
     def __init__(self, config: MotionConfig | None = None) -> None:
         self.config = config or MotionConfig()
         self._mog: cv2.BackgroundSubtractorMOG2 | None = None
+        self._long: cv2.BackgroundSubtractorMOG2 | None = None
+        self._long_from = max(1, 2 * (self.config.history // 10))  # frame the long model slows
+        self._seen = 0
         self._prev: np.ndarray | None = None
 
     def reset(self) -> None:
-        """Forget the background model (start of a new video)."""
-        self._mog, self._prev = None, None
+        """Forget the background models (start of a new video)."""
+        self._mog, self._long, self._seen, self._prev = None, None, 0, None
 
     def __call__(self, frames: np.ndarray) -> list[np.ndarray]:
         """Boxes (n, 4) float32 x1, y1, x2, y2 in source pixels for every frame of ``frames``."""
@@ -81,15 +115,18 @@ class MotionProposer:
         height, width = frames.shape[1:3]
         scale = min(1.0, cfg.max_side / max(height, width))
         small = [self._prepare(f, scale) for f in frames]
-        use_mog = cfg.method in ("mog2", "mog2+diff")
+        parts = cfg.method.split("+")
+        use_mog, use_diff = "mog2" in parts, "diff" in parts
         if use_mog and self._mog is None:
-            self._mog = cv2.createBackgroundSubtractorMOG2(
-                history=cfg.history, varThreshold=cfg.var_threshold, detectShadows=True)
+            self._mog = self._new_mog(cfg.history)
             # Prime with the chunk's per-pixel median: the background wherever objects cover a
             # pixel less than half the time (feeding the frames themselves would teach MOG2 the
             # slow movers as background).
             background = np.median(np.stack(small), axis=0).astype(np.uint8)
             self._mog.apply(background, learningRate=1.0)
+            if cfg.static:
+                self._long = self._new_mog(cfg.static_history)
+                self._long.apply(background, learningRate=1.0)
         # a fixed rate: OpenCV's default (1 / frames seen) learns a slow object into the
         # background within a few frames of the start
         rate = 1.0 / cfg.history
@@ -97,12 +134,30 @@ class MotionProposer:
         for g in small:
             mask = np.zeros(g.shape, np.uint8)
             if use_mog:
-                mask |= (self._mog.apply(g, learningRate=rate) == 255).astype(np.uint8)  # 127 marks shadows
-            if cfg.method in ("diff", "mog2+diff") and self._prev is not None:
+                short = self._mog.apply(g, learningRate=rate)
+                mask |= (short == 255).astype(np.uint8)  # 127 marks shadows
+                if self._long is not None:
+                    mask = self._dual(g, short, mask)
+            if use_diff and self._prev is not None:
                 mask |= (cv2.absdiff(g, self._prev) > cfg.diff_threshold).astype(np.uint8)
             self._prev = g
+            self._seen += 1
             out.append(mask_to_boxes(mask, cfg, scale, (height, width)))
         return out
+
+    def _new_mog(self, history: int) -> cv2.BackgroundSubtractorMOG2:
+        return cv2.createBackgroundSubtractorMOG2(
+            history=history, varThreshold=self.config.var_threshold, detectShadows=True)
+
+    def _dual(self, gray: np.ndarray, short: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        """Moving | stationary pixels from the short- and long-term masks (255 foreground,
+        127 shadow, 0 background): short-term foreground the long-term model also sees (not
+        uncovered background) plus long-term foreground the short-term model has learned."""
+        if self._seen < self._long_from:  # warm-up: the same model as the short-term one
+            self._long.apply(gray, learningRate=1.0 / self.config.history)
+            return moving
+        long = self._long.apply(gray, learningRate=1.0 / self.config.static_history)
+        return ((moving & (long != 0)) | (long == 255)).astype(np.uint8)
 
     @staticmethod
     def _prepare(frame: np.ndarray, scale: float) -> np.ndarray:

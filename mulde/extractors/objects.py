@@ -34,8 +34,8 @@ from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
 from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
-from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area
-from mulde.extractors.flow import FLOW_METHODS, FlowEstimator
+from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, moved_by_flow
+from mulde.extractors.flow import FLOW_METHODS, RAFT_METHODS, FlowEstimator
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
 from mulde.extractors.pose import normalize_keypoints, pose_columns
 from mulde.extractors.velocity import check_velocity_options, flow_histograms, velocity_columns
@@ -58,12 +58,16 @@ class ObjectExtractorConfig:
     classes: COCO ids kept from the detector (None: all it predicts; a pose model: persons).
     conf / iou: detector score threshold / NMS IoU (max overlap between two detector boxes).
     imgsz: detector input size. 640 is the YOLO default; small people (Ped2's 20-40 px) need
-        800-960 (see the Ped2 preset).
+        1280 (see the Ped2 preset). ``auto`` is measured by the pipeline on the dataset's
+        training videos (:mod:`mulde.pipeline.object_size`) before the extractor is built.
     min_box_area: detector and motion boxes smaller than this (pixels) are dropped.
     max_overlap: a motion box covered by a detector box more than this fraction of its own area
         is dropped (it is the same object).
-    motion_method: ``mog2`` | ``diff`` | ``mog2+diff`` (see :mod:`mulde.extractors.motion`).
-    flow: optical flow method for V (``farneback`` | ``dis``).
+    motion_method: ``mog2`` | ``diff`` | ``mog2+diff``; ``mog2+static`` / ``mog2+diff+static`` keep
+        stopped objects (long-term background beside MOG2; see :mod:`mulde.extractors.motion`).
+    flow: optical flow method for V: ``auto`` (default: ``raft_small`` on a GPU when its weights
+        are on disk, so no CPU stage sets the pace there; otherwise ``farneback``; the choice and
+        why is logged and recorded), ``farneback``, ``dis``, ``raft_small`` or ``raft_large``.
     velocity_bins: orientation bins of V (8 in AccI-VAD).
     velocity_extras: extra V columns, any of ``magnitude``, ``geometry`` (off by default, the
         paper's V is the histogram alone; ``("magnitude", "geometry")`` helps on Ped2).
@@ -81,6 +85,10 @@ class ObjectExtractorConfig:
         CPUs that have it, which cost Ped2 accuracy)
         (:mod:`mulde.extractors.yolo_runtime`). Part of the cache key when not torch: an
         exported model's boxes agree with PyTorch's to float precision, not bit for bit.
+    yolo_every: run the detector on every n-th frame only (frames 0, n, 2n, ...); in between,
+        its boxes and keypoints are carried forward by the median optical flow inside each box
+        (:func:`mulde.extractors.detection.moved_by_flow`), as trackers do between detections.
+        1 (default) detects on every frame. Part of the cache key when above 1.
     pipelined: decode, motion and flow of the next chunk run in a second thread while YOLO
         works on this one (bounded queue, same features bit for bit as the serial loop).
     device: auto | cpu | cuda | cuda:N; amp: fp16 for YOLO and CLIP on CUDA.
@@ -93,12 +101,12 @@ class ObjectExtractorConfig:
     classes: tuple[int, ...] | None = None
     conf: float = 0.25
     iou: float = 0.7
-    imgsz: int = 640
+    imgsz: int | str = 640
     min_box_area: float = 16.0
     max_overlap: float = 0.5
     motion_method: str = "mog2"
     motion_min_area: float = 100.0
-    flow: str = "farneback"
+    flow: str = "auto"
     velocity_bins: int = 8
     velocity_extras: tuple[str, ...] = ()
     velocity_norm: str = "area"
@@ -109,6 +117,7 @@ class ObjectExtractorConfig:
     clip_random_init: bool = False
     appearance: bool = False
     yolo_runtime: str = "auto"
+    yolo_every: int = 1
     pipelined: bool = True
     device: str = "auto"
     amp: bool = True
@@ -120,7 +129,7 @@ class ObjectExtractorConfig:
     def __post_init__(self) -> None:
         if self.proposals not in PROPOSALS:
             raise InputError(f"unknown proposals {self.proposals!r}; choose one of {', '.join(PROPOSALS)}")
-        if self.flow not in FLOW_METHODS:
+        if self.flow != "auto" and self.flow not in FLOW_METHODS:
             raise InputError(f"unknown flow method {self.flow!r}; choose one of {', '.join(FLOW_METHODS)}")
         self.deep = _tristate("deep", self.deep)
         self.pose = _tristate("pose", self.pose)
@@ -130,11 +139,22 @@ class ObjectExtractorConfig:
         if self.classes is not None:
             self.classes = tuple(int(c) for c in self.classes)
         check_velocity_options(self.velocity_bins, self.velocity_extras, self.velocity_norm)
+        if isinstance(self.imgsz, str):
+            if self.imgsz != "auto":
+                raise InputError(f"yolo_imgsz must be a number of pixels or auto, got {self.imgsz!r}")
+            if self.proposals != "motion":
+                raise InputError("yolo_imgsz auto is measured on a dataset's training videos (vad extract / vad "
+                                 "train); give a number, e.g. --yolo-imgsz 1280")
         if self.chunk_size < 1 or not 0.0 <= self.max_overlap <= 1.0:
             raise InputError(
                 f"chunk_size ({self.chunk_size}) must be >= 1 and max_overlap ({self.max_overlap}) in [0, 1]"
             )
         MotionConfig(method=self.motion_method, min_area=self.motion_min_area)  # validates
+        if (not isinstance(self.yolo_every, (int, float)) or isinstance(self.yolo_every, bool)
+                or int(self.yolo_every) != self.yolo_every or self.yolo_every < 1):
+            raise InputError(f"yolo_every must be a whole number >= 1 (detect on every n-th frame), "
+                             f"got {self.yolo_every!r}")
+        self.yolo_every = int(self.yolo_every)
         if self.yolo_runtime not in RUNTIMES:
             raise InputError(f"unknown yolo_runtime {self.yolo_runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
@@ -148,6 +168,9 @@ class ObjectExtractor:
         check_options("objects", options, ObjectExtractorConfig)
         self.cfg = ObjectExtractorConfig(**options)
         self.device = str(resolve_device(self.cfg.device))
+        self.flow_reason = "as configured"
+        if self.cfg.flow == "auto":
+            self.cfg.flow, self.flow_reason = auto_flow(self.device, self.cfg.cache)
         self.use_detector = self.cfg.proposals in ("yolo+motion", "yolo")
         self.use_motion = self.cfg.proposals in ("yolo+motion", "motion")
         self._detector: YoloDetector | None = None
@@ -228,7 +251,9 @@ class ObjectExtractor:
                                if self.deep and not self.cfg.clip_random_init else None)
         cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
         if not cfg["appearance"]:
-            cfg.pop("appearance")  # keeps the keys of caches made before the option existed
+            cfg.pop("appearance")
+        if cfg["yolo_every"] == 1 or not self.use_detector:
+            cfg.pop("yolo_every")  # keeps the keys of caches made before the option existed
         # the runtime that actually runs (auto resolves per machine); torch keeps the old keys
         runtime = self.detector.runtime if self.use_detector else "torch"
         cfg["yolo_runtime"] = runtime
@@ -251,19 +276,21 @@ class ObjectExtractor:
         motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
         flow = FlowEstimator(c.flow, device=c.device, cache=c.cache) if c.velocity else None
         if flow is not None:
-            log.info("optical flow: %s (%s)", c.flow, _flow_reason(c.flow, self.device))
+            log.info("optical flow: %s on %s (%s)", c.flow, self.device if c.flow in RAFT_METHODS else "cpu",
+                     self.flow_reason)
         rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
         counts = {"n_detector_boxes": 0, "n_motion_boxes": 0, "n_motion_raw": 0, "n_persons": 0}
         n_read = 0
         total = getattr(reader, "n_frames", None) or None
         bar = tqdm(total=total, unit="frame", disable=not progress,
                    desc=f"objects {Path(str(getattr(reader, 'path', ''))).name}")
+        carry: dict[str, Any] = {}  # the last frame's detections, for frames the detector skips
         pieces = self._pieces(reader, motion, flow, timings)
         if c.pipelined:
             pieces = _background(pieces, timings)
         try:
             for start, frames, mboxes, piece_flow in pieces:
-                piece_rows = self._piece_rows(start, frames, mboxes, piece_flow, counts, timings)
+                piece_rows = self._piece_rows(start, frames, mboxes, piece_flow, counts, timings, carry)
                 for t, r in piece_rows.items():  # one array per column and piece, not per frame
                     for key, parts in r.items():
                         if parts:
@@ -310,11 +337,11 @@ class ObjectExtractor:
 
     def _piece_rows(self, start: int, frames: np.ndarray, mboxes: list[np.ndarray],
                     piece_flow: np.ndarray | None, counts: dict[str, int],
-                    timings: dict[str, float]) -> dict[str, dict[str, list]]:
+                    timings: dict[str, float], carry: dict[str, Any]) -> dict[str, dict[str, list]]:
         """Detection and the per-object rows of one piece of frames."""
         c = self.cfg
         rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
-        dets = self._detect(frames, timings)
+        dets = self._detect(frames, timings, start, piece_flow, carry)
         crops_frames: list[tuple[np.ndarray, np.ndarray]] = []
         for t, frame in enumerate(frames):
             fi = start + t
@@ -350,13 +377,35 @@ class ObjectExtractor:
             timings["deep"] += time.perf_counter() - t0
         return rows
 
-    def _detect(self, frames: np.ndarray, timings: dict[str, float]) -> list[Detections]:
+    def _detect(self, frames: np.ndarray, timings: dict[str, float], start: int = 0,
+                piece_flow: np.ndarray | None = None, carry: dict[str, Any] | None = None) -> list[Detections]:
+        """Detections of every frame: the detector's on frames it runs on (every ``yolo_every``-th
+        and the first), the previous frame's carried by the flow on the others."""
         if not self.use_detector:
             return [Detections.empty(False)] * len(frames)
+        carry = {} if carry is None else carry
+        run = [t for t in range(len(frames))
+               if self.detects_on(start + t) or (t == 0 and carry.get("det") is None)]
         t0 = time.perf_counter()
-        dets = self.detector(frames)
+        found = dict(zip(run, self.detector(frames[run]) if run else []))
         timings["detection"] += time.perf_counter() - t0
+        dets = []
+        for t in range(len(frames)):
+            det = found.get(t)
+            if det is None:
+                det = self.carried(carry["det"], None if piece_flow is None else piece_flow[t])
+            carry["det"] = det
+            dets.append(det)
         return dets
+
+    def detects_on(self, index: int) -> bool:
+        """Whether the detector runs on frame ``index`` (else its boxes are carried forward)."""
+        return index % self.cfg.yolo_every == 0
+
+    def carried(self, det: Detections, flow: np.ndarray | None) -> Detections:
+        """The previous frame's detections moved by ``flow``, boxes under ``min_box_area`` dropped."""
+        moved = moved_by_flow(det, flow)
+        return moved.select(np.flatnonzero(box_area(moved.boxes) >= self.cfg.min_box_area))
 
     def _table(self, kind: str, r: dict[str, list], n_frames: int, counts: dict[str, int]) -> FeatureTable:
         columns = {"velocity": velocity_columns(self.cfg.velocity_bins, self.cfg.velocity_extras),
@@ -396,13 +445,20 @@ def _add(rows: dict[str, list], frame: int, boxes: np.ndarray, ids: np.ndarray,
         rows["values"].append(np.asarray(values, np.float32))
 
 
-def _flow_reason(method: str, device: str) -> str:
-    """Why this flow method runs (the log line at the start of an extraction)."""
-    if method in ("raft_small", "raft_large"):
-        return f"RAFT on {device}, as configured"
-    on_gpu = str(device).startswith("cuda")
-    hint = "; flow: raft_small runs on the GPU when its weights are downloaded" if on_gpu else ""
-    return f"the configured CPU method, over whole frames, overlapped with detection{hint}"
+def auto_flow(device: str, cache: str | None = None) -> tuple[str, str]:
+    """The flow method ``flow: auto`` runs on ``device``, and why (logged at each extraction).
+
+    On a GPU, Farneback on the CPU would set the pace of the whole extractor (YOLO runs at
+    100-270 frames/s there, Farneback at 30-80), so RAFT-small runs on the GPU when its weights
+    are on disk; nothing is downloaded implicitly."""
+    from mulde.extractors.weights import weights_available
+
+    if not str(device).startswith("cuda"):
+        return "farneback", "auto: the CPU method, overlapped with detection"
+    if weights_available("raft_small", None, cache):
+        return "raft_small", "auto: on the GPU, RAFT-small weights found"
+    return "farneback", ("auto: RAFT-small weights not on disk, so Farneback runs on the CPU and may set the "
+                         "pace; `vad weights download raft_small` moves flow to the GPU")
 
 
 _DONE = object()

@@ -54,10 +54,16 @@ class ObjectStepper:
         self.flow = flow or FlowEstimator(c.flow, device=c.device, cache=c.cache)
         self.motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
         self.prev: np.ndarray | None = None
+        self.last: Detections | None = None  # carried forward on frames the detector skips
 
     def reset(self) -> None:
-        """Forget the previous frame (after a reconnect the next frame has no flow)."""
+        """Forget the previous frame (after a reconnect the next frame has no flow and is detected)."""
         self.prev = None
+        self.last = None
+
+    def detects_on(self, index: int) -> bool:
+        """Whether frame ``index`` needs the detector (``yolo_every``; always after a reset)."""
+        return self.ex.use_detector and (self.last is None or self.ex.detects_on(index))
 
     @staticmethod
     def detect(extractor: Any, frames: list[np.ndarray]) -> list[Detections]:
@@ -71,22 +77,29 @@ class ObjectStepper:
         """Rows of every feature type for ``frame``; ``prev`` overrides the stored previous frame
         (the frame just before this one when frames in between were skipped)."""
         ex, c = self.ex, self.ex.cfg
-        if det is None:
+        ref = prev if prev is not None else self.prev
+        fl = None
+        if det is None and self.detects_on(index):
             det = self.detect(ex, [frame])[0]
+        elif det is None and ex.use_detector:
+            fl = self._flow(ref, frame)
+            det = ex.carried(self.last, fl if "velocity" in ex.feature_types else None)
+        elif det is None:
+            det = Detections.empty(False)
+        self.last = det if ex.use_detector else None
         mboxes = self.motion(frame[None])[0] if ex.use_motion else np.zeros((0, 4), np.float32)
         keep = merge_proposals(det.boxes, mboxes, c.max_overlap)
         mb = mboxes[keep]
         mb = mb[box_area(mb) >= c.min_box_area]
         boxes = np.concatenate([det.boxes, mb]).astype(np.float32)
         ids = np.arange(len(boxes), dtype=np.int32)
-        ref = prev if prev is not None else self.prev
         out: dict[str, FeatureTable] = {}
         types = ex.feature_types
         if "velocity" in types:
             dim = len(flow_histograms(np.zeros((1, 1, 2), np.float32), np.zeros((1, 4)), c.velocity_bins,
                                       c.velocity_extras, c.velocity_norm)[0])
             if len(boxes):
-                fl = self.flow(ref, frame) if ref is not None else np.zeros((*frame.shape[:2], 2), np.float32)
+                fl = self._flow(ref, frame) if fl is None else fl
                 vel = flow_histograms(fl, boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
             else:
                 vel = np.zeros((0, dim), np.float32)
@@ -108,6 +121,9 @@ class ObjectStepper:
             out["deep"] = _rows(index, boxes, emb, ids, "deep")
         self.prev = frame
         return out
+
+    def _flow(self, ref: np.ndarray | None, frame: np.ndarray) -> np.ndarray:
+        return self.flow(ref, frame) if ref is not None else np.zeros((*frame.shape[:2], 2), np.float32)
 
 
 class _TrailingWindow:

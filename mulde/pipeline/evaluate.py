@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from mulde.atomic import atomic_path, atomic_write
 from mulde.config import write_config
 from mulde.errors import InputError
-from mulde.pipeline.extract import build_extractor, cache_for, load_split, open_dataset
+from mulde.pipeline.extract import build_extractors, cache_for, load_tables, open_dataset
 from mulde.pipeline.run import Run, check_features, load_run, requested_device, run_config
 from mulde.pipeline.score import combine, score_video, smooth
 
@@ -58,9 +58,9 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
     cfg = run_config(run, overrides)
     out = Path(out).expanduser() if out else run.folder / "eval"
     ds = open_dataset(cfg)
-    extractor = build_extractor(cfg)
-    check_features(run, extractor)
-    test = load_split(ds, "test", extractor, cache_for(cfg), progress=progress)
+    extractors = build_extractors(cfg)
+    check_features(run, extractors)
+    test = load_tables(ds, "test", extractors, cache_for(cfg), progress=progress)
     sigma = float(cfg.scoring.smoothing_sigma or 0)
     window = int(cfg.scoring.track_window or 0)
     combined, labels, per_type_smoothed, rows = {}, {}, {t: {} for t in run.feature_types}, []
@@ -97,7 +97,8 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
     metrics.update({
         "dataset": ds.name, "root": str(ds.root), "features": cfg.extractor.features,
         "extractor": run.extractor, "feature_types": list(run.feature_types),
-        "detector": cfg.detector.name, "smoothing_sigma": sigma, "run": str(run.folder),
+        "detector": cfg.detector.name, "smoothing_sigma": sigma, "combine": cfg.scoring.combine,
+        "run": str(run.folder),
     })
     out.mkdir(parents=True, exist_ok=True)
     frame_table = pd.concat(rows, ignore_index=True)

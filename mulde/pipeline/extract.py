@@ -34,6 +34,39 @@ def build_extractor(cfg: RunConfig | dict[str, Any]):
     return extractor_class(name)(**cfg.component_kwargs("extractor", name))
 
 
+def frame_extractor(cfg: RunConfig, backbone: str):
+    """The frame-centric extractor of one ``extractor.frame_features`` entry, with its own options."""
+    name = "hiera" if backbone.startswith("hiera") else backbone
+    kwargs = cfg.component_kwargs("extractor", name)
+    if name == "hiera":
+        kwargs["model"] = backbone
+    return extractor_class(name)(**kwargs)
+
+
+def build_extractors(cfg: RunConfig | dict[str, Any], ds: Dataset | None = None) -> list:
+    """Every extractor a run needs: the one ``features``/``backbone`` choose, then one per
+    ``extractor.frame_features`` entry (frame-level types modelled beside the object types).
+    Their feature types never overlap, and each caches its tables under its own key.
+    ``ds``: the dataset whose training videos decide ``yolo_imgsz: auto``."""
+    from mulde.pipeline.object_size import resolve_auto_imgsz
+
+    cfg = resolve_auto_imgsz(as_run_config(cfg), ds)
+    extra = tuple(dict.fromkeys(cfg.extractor.frame_features or ()))
+    if extra and cfg.extractor.features != "objects":
+        raise InputError(f"extractor.frame_features {list(extra)} adds frame-level features to an object-centric "
+                         "run, and this run is frame-centric (features: frames); set backbone instead, or use "
+                         "features: objects")
+    out = [build_extractor(cfg)] + [frame_extractor(cfg, b) for b in extra]
+    seen: dict[str, str] = {}
+    for ex in out:
+        for t in ex.feature_types:
+            if t in seen:
+                raise InputError(f"extractor.frame_features: {ex.name} and {seen[t]} both produce {t!r} features; "
+                                 "list each frame backbone once")
+            seen[t] = ex.name
+    return out
+
+
 def open_dataset(cfg: RunConfig | dict[str, Any]) -> Dataset:
     """The dataset a config names; ``data.fps`` sets the frame rate of its frame folders."""
     from mulde.datasets.registry import get_dataset
@@ -137,6 +170,27 @@ def load_split(ds: Dataset, split: str, extractor, cache: FeatureCache, extract_
         _check_labels(item, tables)
         out.append((item, tables))
     return out
+
+
+def load_tables(ds: Dataset, split: str, extractors: list, cache: FeatureCache, extract_missing: bool = True,
+                progress: bool = True, run_options: RunOptions | None = None
+                ) -> list[tuple[VideoItem, dict[str, FeatureTable]]]:
+    """:func:`load_split` for several extractors (each from its own cache key), merged per video.
+
+    Every extractor decodes the same frames, so their tables must agree on the frame count."""
+    merged: list[tuple[VideoItem, dict[str, FeatureTable]]] = []
+    for k, extractor in enumerate(extractors):
+        part = load_split(ds, split, extractor, cache, extract_missing, progress, run_options)
+        if k == 0:
+            merged = [(item, dict(tabs)) for item, tabs in part]
+            continue
+        for (item, tabs), (_, more) in zip(merged, part):
+            n, m = next(iter(tabs.values())).n_frames, next(iter(more.values())).n_frames
+            if n != m:
+                raise DatasetError(f"{item.source}: {extractors[0].name} features cover {n} frames and "
+                                   f"{extractor.name} features {m}; re-extract both with --overwrite")
+            tabs.update(more)
+    return merged
 
 
 def cache_for(cfg: RunConfig | dict[str, Any]) -> FeatureCache:

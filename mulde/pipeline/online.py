@@ -233,9 +233,11 @@ class OnlineScorer:
         """
         from mulde.extractors.stepwise import ObjectStepper
 
-        dets = [None] * len(items)
-        if self.extractor.name == "objects":
-            dets = ObjectStepper.detect(self.extractor, [it[2] for it in items])
+        dets: list = [None] * len(items)
+        if self.extractor.name == "objects":  # one batched detector call for the streams that detect now
+            due = [k for k, (stream, index, *_) in enumerate(items) if stream.stepper.detects_on(index)]
+            for k, det in zip(due, ObjectStepper.detect(self.extractor, [items[k][2] for k in due])):
+                dets[k] = det
         tables = []
         for (stream, index, image, prev, *_), det in zip(items, dets):
             rows = stream.stepper.step(index, image, det=det, prev=prev)

@@ -12,7 +12,7 @@ import pandas as pd
 from mulde.atomic import atomic_path
 from mulde.config import write_config
 from mulde.errors import InputError
-from mulde.pipeline.extract import build_extractor
+from mulde.pipeline.extract import build_extractors
 from mulde.pipeline.run import Run, check_features, load_run, requested_device, run_config
 from mulde.pipeline.score import score_video
 
@@ -84,10 +84,14 @@ def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = 
         frame, _ = score_video_causally(video, run, overrides, fps=fps, tracker=tracker, progress=progress)
         final = frame["score"].to_numpy()
         return _write_outputs(frame, final, video, run, cfg, out, plot, events, records)
-    extractor = build_extractor(cfg)
-    check_features(run, extractor)
+    extractors = build_extractors(cfg)
+    check_features(run, extractors)
+    tables = {}
+    for extra in extractors[1:]:  # frame-level features of extractor.frame_features: their own pass
+        with open_video(video, fps=fps) as reader:
+            tables.update(extra.extract(reader, progress=progress))
     with open_video(video, fps=fps) as reader:
-        tables = extractor.extract(reader, progress=progress)
+        tables.update(extractors[0].extract(reader, progress=progress))
         n = reader.n_frames
         fps = float(reader.fps or 25.0)
         final, per_type, rows = score_video(tables, run.detectors, run.stats, n,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mulde.atomic import atomic_path
+from mulde.errors import InputError
 
 
 def _plt():
@@ -103,8 +104,11 @@ def write_overlay(reader, frame_scores: np.ndarray, path: str | Path, boxes: dic
     from tqdm.auto import tqdm
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     w, h, n = reader.width, reader.height, len(reader)
+    if len(frame_scores) != n:
+        raise InputError(f"{path}: {len(frame_scores)} frame scores for a video of {n} frames; the "
+                         "overlay draws one score per frame (score the same video)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     bar = 28
     with atomic_path(path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(reader.fps or 25.0), (w, h + bar))

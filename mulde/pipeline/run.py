@@ -3,7 +3,7 @@
 Layout::
 
     run_dir/config.yaml              the resolved config of ``vad train``
-    run_dir/run.json                 version, extractor key, feature types, training stats
+    run_dir/run.json                 version, extractor key(s), feature types, training stats
     run_dir/<feature_type>.safetensors   one detector per feature type
 
 ``vad evaluate`` and ``vad score`` need nothing else.
@@ -44,6 +44,12 @@ class Run:
 
     def detector_path(self, ftype: str) -> Path:
         return self.folder / f"{ftype}.safetensors"
+
+    @property
+    def frame_extractors(self) -> list[dict[str, Any]]:
+        """The frame-level extractors modelled beside the main one (``extractor.frame_features``):
+        name, cache key, config and feature types of each; empty for a one-extractor run."""
+        return list(self.info.get("frame_extractors") or [])
 
 
 def write_run_json(folder: Path, info: dict[str, Any]) -> Path:
@@ -92,14 +98,34 @@ def run_config(run: Run, overrides: Mapping[str, Any] | None = None, config_file
     return resolve_config(overrides, config_file=config_file, base=run.config, opt=opt, packaged=False)
 
 
-def check_features(run: Run, extractor: Any) -> None:
-    """Fail with one line naming what changed when ``extractor`` would not reproduce the run's features."""
+def check_features(run: Run, extractors: Any) -> None:
+    """Fail with one line naming what changed when ``extractors`` (one, or the list of
+    :func:`~mulde.pipeline.extract.build_extractors`) would not reproduce the run's features, or
+    would not produce every feature type the run models (a run with ``frame_features`` scored
+    by a path that computes object features only, such as ``vad watch``)."""
+    extractors = list(extractors) if isinstance(extractors, (list, tuple)) else [extractors]
+    made = {t for ex in extractors for t in ex.feature_types}
+    missing = [t for t in run.feature_types if t not in made]
+    if missing:
+        raise InputError(f"{run.folder}: the run models {', '.join(missing)} features, which "
+                         f"{' + '.join(ex.name for ex in extractors)} here does not compute (live and causal scoring "
+                         "compute object features only); score offline (`vad score` without --causal, `vad evaluate`) "
+                         "or train without extractor.frame_features")
+    recorded = {run.extractor: (run.extractor_key, run.info.get("extractor_config") or {})}
+    for fe in run.frame_extractors:
+        recorded.setdefault(fe["name"], (fe["key"], fe.get("config") or {}))
+    for ex in extractors:
+        key, then = recorded.get(ex.name, (None, {}))
+        _check_one(run, ex, key, then)
+
+
+def _check_one(run: Run, extractor: Any, recorded_key: str | None, then: dict[str, Any]) -> None:
     from mulde.pipeline.cache import extractor_key
 
     key = extractor_key(extractor.name, extractor.config())
-    if key == run.extractor_key:
+    if key == recorded_key:
         return
-    then, now = run.info.get("extractor_config") or {}, extractor.config()
+    now = extractor.config()
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
     fp32 = {None, "torch", "onnx"}  # YOLO in PyTorch or ONNX Runtime: the same fp32 boxes (< 0.001 px apart)

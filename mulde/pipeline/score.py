@@ -8,6 +8,14 @@ Rules (paper section 4, supplementary 7.2-7.3):
   (``combine="sum"``, the default) or taking the largest z-score (``"max"``: a type that is
   flat on some scene cannot add its noise to every frame); a single type is only standardised
   (clipping would tie all normal frames and change nothing else);
+- ``holdout_sum`` / ``holdout_max`` first re-standardise each type's z-scores on normal
+  frames its model never saw (the calibration hold-out of ``vad train``): minus their median,
+  divided by their 99th percentile minus the median. Training frames look more normal to a
+  model than new normal frames do, by an amount that differs per type (a 208-d frame feature
+  with one row per frame is fitted far more tightly than object rows), so training z-scores
+  are not comparable across types; after this, 0 is a type's typical unseen normal frame and 1
+  its normal 99th percentile in every type, so a type that is flat on a scene adds at most
+  about its normal spread, never an offset that drowns the other types;
 - object tables may first get tracklet smoothing (``tracks.py``) and derived track/position
   columns (``derived.py``), the same at training and test time (``prepare_tables``);
 - the result is smoothed over time per video with a 1-D Gaussian of ``smoothing_sigma`` frames.
@@ -33,6 +41,10 @@ class TypeStats:
     std: float
     fill: float
     n_rows: int
+    # median and (99th percentile - median) of the type's z-scores on held-out normal frames
+    # (None: a run trained before they existed); used by the holdout_* combine rules
+    held_center: float | None = None
+    held_scale: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,17 +68,49 @@ def type_stats(frame_scores: list[np.ndarray], row_scores: np.ndarray) -> TypeSt
                      n_rows=int(len(row_scores)))
 
 
-COMBINE_RULES = ("sum", "max")
+COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max")
+HELD_QUANTILE = 0.99
+
+
+def held_out_spread(frame_scores: list[np.ndarray], stats: TypeStats) -> dict[str, float]:
+    """``held_center`` / ``held_scale`` of one type from its frame scores on held-out normal videos.
+
+    Median and (99th percentile - median) of their training z-scores: robust to the few
+    frames of a held-out video that happen to look odd, and scaled by the normal tail, which
+    is what a threshold or another type's evidence is compared with.
+    """
+    z = np.concatenate([(np.asarray(f, np.float64) - stats.mean) / stats.std for f in frame_scores]) \
+        if frame_scores else np.zeros(0)
+    z = z[np.isfinite(z)]
+    if not len(z):
+        return {"held_center": 0.0, "held_scale": 1.0}
+    center = float(np.median(z))
+    scale = float(np.quantile(z, HELD_QUANTILE)) - center
+    if not scale > 1e-9:  # a flat type (e.g. nothing moves): fall back to its spread, then to 1
+        scale = float(np.std(z)) if np.std(z) > 1e-9 else 1.0
+    return {"held_center": center, "held_scale": scale}
+
+
+def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndarray:
+    """One type's frame scores in the units a combine rule adds or compares."""
+    z = (np.asarray(scores, np.float64) - st.mean) / st.std
+    if rule.startswith("holdout"):
+        if st.held_center is None or st.held_scale is None:
+            raise InputError(f"combine rule {rule!r} needs per-type statistics of held-out normal frames, and "
+                             "this run has none (trained by an older mulde); retrain, or pass --combine sum")
+        z = (z - st.held_center) / st.held_scale
+    return z
 
 
 def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str = "sum") -> np.ndarray:
-    """Standardise each type with training stats; with several, sum the clipped z or take the max."""
+    """Standardise each type (training stats, or held-out normal frames for ``holdout_*``); with
+    several, sum the z clipped at 0 (``sum``, ``holdout_sum``) or take the max (``max``, ``holdout_max``)."""
     if rule not in COMBINE_RULES:
-        raise InputError(f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}")
-    z = {t: (s - stats[t].mean) / stats[t].std for t, s in per_type.items()}
+        raise InputError(f"unknown combine rule {rule!r} (scoring.combine); choose one of {', '.join(COMBINE_RULES)}")
+    z = {t: standardise(s, stats[t], rule) for t, s in per_type.items()}
     if len(z) == 1:
         return next(iter(z.values()))
-    if rule == "max":
+    if rule.endswith("max"):
         return np.max(list(z.values()), axis=0)
     return np.sum([np.clip(v, 0.0, None) for v in z.values()], axis=0)
 

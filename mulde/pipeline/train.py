@@ -7,6 +7,7 @@ an interrupted or failed training never leaves a half-written run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -17,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from mulde import __version__
-from mulde.config import RunConfig, resolved_record, write_config
+from mulde.config import RunConfig, public_options, resolved_record, write_config
 from mulde.errors import InputError
 from mulde.pipeline.cache import extractor_key
 from mulde.pipeline.extract import (
     as_run_config,
-    build_extractor,
+    build_extractors,
     cache_for,
-    load_split,
+    load_tables,
     open_dataset,
 )
 from mulde.pipeline.run import write_run_json
-from mulde.pipeline.score import frame_max, prepare_tables, type_stats
+from mulde.pipeline.score import TypeStats, frame_max, held_out_spread, prepare_tables, type_stats
 from mulde.pipeline.signal import drop_weak_types
 from mulde.pipeline.tracks import TRACKED_TYPES
 
@@ -43,15 +44,21 @@ def make_configured_detector(cfg: RunConfig | dict[str, Any]):
     return make_detector(cfg.detector.name, **cfg.component_kwargs("detector", cfg.detector.name))
 
 
-def feature_types_for(cfg: RunConfig, available: tuple[str, ...]) -> tuple[str, ...]:
-    """The feature types to model: ``detector.feature_types``, else all the extractor makes."""
+def feature_types_for(cfg: RunConfig, available: tuple[str, ...], frame_types: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The feature types to model: ``detector.feature_types``, else all the extractors make
+    (``available``: the main extractor's, ``frame_types``: those of ``extractor.frame_features``,
+    which must all be modelled: they were asked for by name)."""
     wanted = cfg.detector.feature_types
     if not wanted:
-        return tuple(available)
-    unknown = [t for t in wanted if t not in available]
+        return tuple(available) + tuple(frame_types)
+    unknown = [t for t in wanted if t not in available and t not in frame_types]
     if unknown:
         raise InputError(f"feature types {unknown} (detector.feature_types) are not produced by this extractor; "
-                         f"available: {', '.join(available)}")
+                         f"available: {', '.join(tuple(available) + tuple(frame_types))}")
+    left = [t for t in frame_types if t not in wanted]
+    if left:
+        raise InputError(f"extractor.frame_features adds {', '.join(left)} features and detector.feature_types "
+                         f"leaves them out; add {', '.join(left)} to feature_types or drop frame_features")
     return tuple(wanted)
 
 
@@ -84,9 +91,11 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
     cfg = as_run_config(cfg)
     out = Path(out).expanduser().resolve()
     ds = open_dataset(cfg)
-    extractor = build_extractor(cfg)
+    extractors = build_extractors(cfg, ds)
+    extractor = extractors[0]
     cache = cache_for(cfg)
-    types = feature_types_for(cfg, tuple(extractor.feature_types))
+    frame_types = tuple(t for ex in extractors[1:] for t in ex.feature_types)
+    types = feature_types_for(cfg, tuple(extractor.feature_types), frame_types)
     window = int(cfg.scoring.track_window or 0)
     if window and not set(types) & set(TRACKED_TYPES):
         raise InputError(f"--track-window smooths object-centric {', '.join(TRACKED_TYPES)} features, and this "
@@ -96,9 +105,10 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
         raise InputError(f"--derived adds columns to object-centric velocity rows, and this run models "
                          f"{', '.join(types)}; drop --derived or use --features objects with velocity")
     train = [(item, prepare_tables(tabs, window, sc.derived, sc.derived_window))
-             for item, tabs in load_split(ds, "train", extractor, cache, progress=progress)]
-    if cfg.detector.drop_weak_types and not cfg.detector.feature_types:
-        types = drop_weak_types([tabs for _, tabs in train], types)
+             for item, tabs in load_tables(ds, "train", extractors, cache, progress=progress)]
+    if cfg.detector.drop_weak_types and not cfg.detector.feature_types:  # object types; frame types were asked for
+        own = tuple(t for t in types if t not in frame_types)
+        types = drop_weak_types([tabs for _, tabs in train], own) + tuple(t for t in types if t in frame_types)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
@@ -115,10 +125,18 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
             probe.mkdir()
             fit = [pair for k, pair in enumerate(train) if k not in held]
             log.info("calibration: a probe model on %d videos, scored on %d held-out normal videos", len(fit), len(calib))
-            calibration = _calibrate(cfg, _fit_types(cfg, ds, extractor, types, fit, probe, progress), probe,
-                                     calib, held=True)
+            probe_info = _fit_types(cfg, ds, extractors, types, fit, probe, progress)
+            spread = _held_out_spread(probe_info, probe, calib)
+            _add_spread(probe_info, spread)
+            calibration = _calibrate(cfg, probe_info, probe, calib, held=True)
             shutil.rmtree(probe)
-        info = _fit_types(cfg, ds, extractor, types, train, tmp, progress)
+        info = _fit_types(cfg, ds, extractors, types, train, tmp, progress)
+        if not calib:
+            if cfg.scoring.combine.startswith("holdout"):
+                log.warning("combine %s: no held-out videos (alerts.calibration_holdout is 0 or there is one "
+                            "video), so each type is standardised on its training frames", cfg.scoring.combine)
+            spread = _held_out_spread(info, tmp, [tabs for _, tabs in train])
+        _add_spread(info, spread)
         if not calib:
             calibration = _calibrate(cfg, info, tmp, [tabs for _, tabs in train], held=False)
         info["calibration"] = calibration
@@ -152,8 +170,33 @@ def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list,
     return {**calibrate(scores, fps), "held_out": held}
 
 
-def _fit_types(cfg: RunConfig, ds: Any, extractor: Any, types: tuple[str, ...], train: list,
+def _held_out_spread(info: dict[str, Any], folder: Path, tables: list) -> dict[str, dict[str, float]]:
+    """Per type, where normal frames the run in ``folder`` did not see fall in its training
+    z-scores (median and normal tail, :func:`~mulde.pipeline.score.held_out_spread`)."""
+    from mulde.detector.registry import load_detector
+
+    out = {}
+    for t in info["feature_types"]:
+        det, st = load_detector(folder / f"{t}.safetensors"), TypeStats(**info["stats"][t])
+        frames = []
+        for tabs in tables:
+            tab = tabs[t]
+            rows = det.score_samples(tab.values) if len(tab) else np.zeros(0)
+            frames.append(frame_max(tab, rows, tab.n_frames, st.fill))
+        out[t] = held_out_spread(frames, st)
+        log.info("%s on held-out normal frames: median %.2f, 99th percentile %.2f training std above the "
+                 "training mean", t, out[t]["held_center"], out[t]["held_center"] + out[t]["held_scale"])
+    return out
+
+
+def _add_spread(info: dict[str, Any], spread: dict[str, dict[str, float]]) -> None:
+    for t, values in spread.items():
+        info["stats"][t].update(values)
+
+
+def _fit_types(cfg: RunConfig, ds: Any, extractors: list, types: tuple[str, ...], train: list,
                folder: Path, progress: bool) -> dict[str, Any]:
+    extractor = extractors[0]
     stats, timings, ranges, det = {}, {}, {}, None
     for ftype in types:
         tables = [tabs[ftype] for _, tabs in train]
@@ -179,6 +222,10 @@ def _fit_types(cfg: RunConfig, ds: Any, extractor: Any, types: tuple[str, ...], 
         ranges[ftype] = {"z_p99": float(np.percentile(z, 99)), "z_max": float(z.max())} if len(z) else {}
         det.save(folder / f"{ftype}.safetensors")
     record = resolved_record(cfg, extractor, det)
+    for ex in extractors[1:]:  # the frame extractors' options too, without touching the main one's
+        if dataclasses.is_dataclass(getattr(ex, "cfg", None)):
+            for key, value in public_options("extractor", ex.cfg).items():
+                record.extractor_options.setdefault(key, value)
     write_config(record, folder)
     device = getattr(det, "device_", None) or getattr(extractor, "device", None)
     info = {
@@ -189,6 +236,8 @@ def _fit_types(cfg: RunConfig, ds: Any, extractor: Any, types: tuple[str, ...], 
         "extractor": extractor.name,
         "extractor_key": extractor_key(extractor.name, extractor.config()),
         "extractor_config": extractor.config(),
+        "frame_extractors": [{"name": ex.name, "key": extractor_key(ex.name, ex.config()), "config": ex.config(),
+                              "feature_types": list(ex.feature_types)} for ex in extractors[1:]],
         "detector": cfg.detector.name,
         "feature_types": list(types),
         "stats": {t: s.to_dict() for t, s in stats.items()},

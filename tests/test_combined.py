@@ -1,0 +1,189 @@
+"""Object features plus frame-level flow-grid features in one run (``extractor.frame_features``),
+and the rules that combine feature types (``scoring.combine``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mulde.cli import main
+from mulde.errors import InputError
+from mulde.extractors.base import FeatureTable
+from mulde.pipeline.score import TypeStats, combine, frame_max, held_out_spread, prepare_tables
+
+N_FRAMES = 60
+COMBINED = ["--features", "objects", "--proposals", "motion", "--opt", "motion_min_area=20", "--deep", "off",
+            "--frame-features", "flowgrid", "--feature-types", "velocity", "flowgrid"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+# ----------------------------------------------------------------------------- combine rules
+
+
+def _stats(mean: float, std: float, center: float | None = None, scale: float | None = None) -> TypeStats:
+    return TypeStats(mean=mean, std=std, fill=mean - 3 * std, n_rows=100, held_center=center, held_scale=scale)
+
+
+def test_holdout_rules_keep_an_overfitted_flat_type_from_drowning_the_other():
+    # "obj" separates frame 3 (the anomaly); "frm" carries no signal, and its model fitted the
+    # training frames so tightly that unseen normal frames spread over many training std.
+    obj = np.array([0.0, 0.2, -0.1, 6.0, 0.1])
+    frm = np.array([8.0, 16.0, 4.0, 9.0, 12.0])
+    stats = {"obj": _stats(0.0, 1.0, center=0.0, scale=1.5), "frm": _stats(0.0, 1.0, center=9.0, scale=5.0)}
+    per_type = {"obj": obj, "frm": frm}
+    for rule in ("sum", "max"):
+        assert np.argmax(combine(per_type, stats, rule)) == 1, rule  # the flat type's noise wins
+    for rule in ("holdout_sum", "holdout_max"):
+        assert np.argmax(combine(per_type, stats, rule)) == 3, rule
+    # holdout z: (training z - held-out median) / (held-out p99 - median)
+    np.testing.assert_allclose(combine({"frm": frm}, stats, "holdout_sum"), (frm - 9.0) / 5.0)
+
+
+def test_holdout_rule_on_a_run_without_held_out_statistics_is_one_clear_error():
+    with pytest.raises(InputError, match="held-out normal frames"):
+        combine({"a": np.zeros(3)}, {"a": _stats(0.0, 1.0)}, "holdout_sum")
+    with pytest.raises(InputError, match="unknown combine rule"):
+        combine({"a": np.zeros(3)}, {"a": _stats(0.0, 1.0)}, "median")
+
+
+def test_held_out_spread_is_median_and_tail_of_training_z():
+    rng = np.random.default_rng(0)
+    frames = [rng.normal(5.0, 2.0, 4000), rng.normal(5.0, 2.0, 4000)]
+    spread = held_out_spread(frames, _stats(1.0, 2.0))  # z = (s - 1) / 2 ~ N(2, 1)
+    assert spread["held_center"] == pytest.approx(2.0, abs=0.05)
+    assert spread["held_scale"] == pytest.approx(2.326, abs=0.1)  # N(0, 1)'s 99th percentile
+    flat = held_out_spread([np.full(50, 3.0)], _stats(1.0, 2.0))
+    assert flat == {"held_center": 1.0, "held_scale": 1.0}
+
+
+def test_a_boxless_frame_table_scores_per_frame_and_passes_track_and_derived_steps_untouched():
+    frame = FeatureTable(frame_idx=np.arange(5), values=np.arange(10, dtype=np.float32).reshape(5, 2),
+                         meta={"n_frames": 5, "feature_type": "flowgrid"})
+    np.testing.assert_array_equal(frame_max(frame, np.arange(5.0), 5, fill=-1.0), np.arange(5.0))
+    boxes = np.array([[0, 0, 10, 20], [1, 0, 11, 20], [2, 0, 12, 20]], np.float32)
+    velocity = FeatureTable(frame_idx=np.arange(3), values=np.ones((3, 4), np.float32), boxes=boxes,
+                            object_id=np.zeros(3), meta={"n_frames": 5})
+    out = prepare_tables({"velocity": velocity, "flowgrid": frame}, track_window=2, derived=("track", "position"))
+    assert out["flowgrid"] is frame
+    assert out["velocity"].dim > velocity.dim  # the object rows did get their columns
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--frame-features", "flowgird"], ["extractor.frame_features", "flowgird"]),
+    (["--opt", "scoring.combine=median"], ["scoring.combine", "median"]),
+    (["--features", "frames", "--frame-features", "flowgrid"], ["frame_features", "features: frames"]),
+])
+def test_bad_combination_options_are_one_line(tmp_path, capsys, args, words):
+    (tmp_path / "train").mkdir()
+    code = main(["train", "--dataset", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "run"), *args,
+                 "-q"])
+    assert code == 2
+    line = _error_line(capsys)
+    assert all(w in line for w in words), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_frame_types_left_out_of_feature_types_is_one_line(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    from mulde.config import resolve_config
+    from mulde.pipeline.train import feature_types_for
+
+    cfg = resolve_config({"frame_features": ["flowgrid"], "feature_types": ["velocity"]})
+    with pytest.raises(InputError, match="leaves them out"):
+        feature_types_for(cfg, ("velocity", "pose"), ("flowgrid",))
+    assert feature_types_for(resolve_config({"frame_features": ["flowgrid"]}), ("velocity",), ("flowgrid",)) == \
+        ("velocity", "flowgrid")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory):
+    """A tiny synthetic dataset, extracted and trained once with velocity + flowgrid."""
+    from mulde.datasets.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("combined")
+    data = root / "data"
+    generate_synthetic(data, seed=0, n_train=3, n_test=2, n_frames=N_FRAMES)
+    common = ["--dataset", "folder", "--root", str(data), "--cache", str(root / "cache"), *COMBINED]
+    assert main(["extract", *common, "-q"]) == 0
+    run = root / "run"
+    assert main(["train", *common, "--preset", "test", "--steps", "40", "--combine", "holdout_sum",
+                 "--out", str(run), "-q"]) == 0
+    return root, data, common, run
+
+
+@pytest.mark.slow
+def test_each_extractor_is_cached_under_its_own_key(combined, capsys):
+    root, _, common, run = combined
+    info = json.loads((run / "run.json").read_text())
+    keys = [info["extractor_key"]] + [fe["key"] for fe in info["frame_extractors"]]
+    assert keys[0].startswith("objects-") and keys[1].startswith("flowgrid-") and len(set(keys)) == 2
+    (dataset,) = (root / "cache" / "features").iterdir()
+    assert sorted(p.name for p in dataset.iterdir()) == sorted(keys)
+    for key, ftype in zip(keys, ("velocity", "flowgrid")):
+        files = sorted(p.name for p in (dataset / key / "train").glob("*.npz"))
+        assert len(files) == 3 and all(f.endswith(f".{ftype}.npz") for f in files), files
+    assert main(["extract", *common, "-q"]) == 0
+    assert capsys.readouterr().out.count("0 videos extracted") == 4  # both extractors, both splits: no work
+
+
+@pytest.mark.slow
+def test_combined_run_trains_evaluates_and_scores(combined, tmp_path):
+    _, data, _, run = combined
+    info = json.loads((run / "run.json").read_text())
+    assert info["feature_types"] == ["velocity", "flowgrid"]
+    for t in ("velocity", "flowgrid"):
+        assert (run / f"{t}.safetensors").is_file()
+        assert info["stats"][t]["held_scale"] > 0 and np.isfinite(info["stats"][t]["held_center"])
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["extractor"]["frame_features"] == ["flowgrid"] and record["scoring"]["combine"] == "holdout_sum"
+    assert record["extractor"]["n_bins"] == 8 and record["extractor"]["proposals"] == "motion"  # both rebuilt
+
+    assert main(["evaluate", "--model", str(run), "-q"]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(metrics["per_type"]) == {"velocity", "flowgrid"} and metrics["combine"] == "holdout_sum"
+    assert 0.0 <= metrics["micro_auc"] <= 1.0
+    scores = pd.read_csv(run / "eval" / "scores.csv")
+    assert len(scores) == 2 * N_FRAMES and {"score_velocity", "score_flowgrid"} <= set(scores.columns)
+    assert np.isfinite(scores["score"]).all()
+
+    video = sorted((data / "test").glob("*.avi"))[0]
+    out = tmp_path / "one.csv"
+    assert main(["score", str(video), "--model", str(run), "--out", str(out), "-q"]) == 0
+    one = pd.read_csv(out)
+    evaluated = scores[scores["video"] == video.stem]
+    np.testing.assert_allclose(one["score"], evaluated["score"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one["score_flowgrid"], evaluated["score_flowgrid"], rtol=1e-5, atol=1e-6)
+
+    # another rule on the same run: the same per-type scores, combined differently
+    assert main(["evaluate", "--model", str(run), "--out", str(tmp_path / "max"), "--opt",
+                 "scoring.combine=max", "-q"]) == 0
+    other = pd.read_csv(tmp_path / "max" / "scores.csv")
+    np.testing.assert_allclose(other["score_flowgrid"], scores["score_flowgrid"])
+    assert not np.allclose(other["score"], scores["score"])
+
+
+@pytest.mark.slow
+def test_changed_frame_features_and_causal_scoring_are_refused(combined, tmp_path, capsys):
+    _, data, _, run = combined
+    assert main(["evaluate", "--model", str(run), "--out", str(tmp_path / "e"), "--opt", "n_bins=4", "-q"]) == 2
+    assert "n_bins: 8 -> 4" in _error_line(capsys)
+    video = sorted((data / "test").glob("*.avi"))[0]
+    assert main(["score", str(video), "--model", str(run), "--causal", "--out", str(tmp_path / "c.csv"), "-q"]) == 2
+    line = _error_line(capsys)
+    assert "flowgrid" in line and "without --causal" in line
+    assert not (tmp_path / "c.csv").exists()
