@@ -387,7 +387,8 @@ class ObjectExtractor:
         run = [t for t in range(len(frames))
                if self.detects_on(start + t) or (t == 0 and carry.get("det") is None)]
         t0 = time.perf_counter()
-        found = dict(zip(run, self.detector(frames[run]) if run else []))
+        batch = frames if len(run) == len(frames) else frames[run]  # no copy when every frame is detected
+        found = dict(zip(run, self.detector(batch) if run else []))
         timings["detection"] += time.perf_counter() - t0
         dets = []
         for t in range(len(frames)):
