@@ -51,6 +51,8 @@ from manifolds import make_manifold  # noqa: E402
 
 from mulde.detector import MULDE  # noqa: E402
 
+PROBLEMS = ("toy", "manifold")
+
 
 class RecordingWriter:
     """Stands in for TensorBoard's SummaryWriter: keeps (tag, value, step, time) of scalars."""
@@ -249,6 +251,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--paper-units", type=int, default=4096, help="width of the speed runs (the paper's 4096)")
     ap.add_argument("--quick", action="store_true", help="speed only at paper size; accuracy with 20 epochs")
+    ap.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS),
+                    help="accuracy problems to run (default: both)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the paper-size speed rows (accuracy only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ref, ref_dataset, ref_models, ref_utils = load_reference(Path(args.reference).expanduser())
@@ -256,7 +261,7 @@ def main() -> int:
 
     # 1-2: speed at the paper's size; 3 steps of the reference (epoch 0 over 3 batches).
     batch, wide = 2048, args.paper_units
-    for d, label in ((2, "toy, d = 2"), (64, "manifold, d = 64")):
+    for d, label in () if args.no_speed else ((2, "toy, d = 2"), (64, "manifold, d = 64")):
         rng = np.random.default_rng(0)
         train = rng.standard_normal((3 * batch, d)).astype(np.float32)
         test = rng.standard_normal((256 if args.quick else 512, d)).astype(np.float32)
@@ -276,8 +281,11 @@ def main() -> int:
     for seed in args.seeds:
         tr, _, te, yy, _ = ref_dataset.get_dataset(seed)
         tr, te = np.asarray(tr, np.float32), np.asarray(te, np.float32)
-        problems = {"authors' 2-D toy": (tr, te, yy.astype(int), yy.astype(int), {}),
-                    "manifold 3-in-64": (*make_manifold(n_train=10_000, seed=seed), {1: "off", 2: "hole"})}
+        problems = {}
+        if "toy" in args.problems:
+            problems["authors' 2-D toy"] = (tr, te, yy.astype(int), yy.astype(int), {})
+        if "manifold" in args.problems:
+            problems["manifold 3-in-64"] = (*make_manifold(n_train=10_000, seed=seed), {1: "off", 2: "hole"})
         for pname, (train, test, y, kind, names) in problems.items():
             r = run_reference(ref, ref_models, ref_utils, train, test, y,
                               ref_args(args.units, epochs, batch, args.lr, args.beta), seed)

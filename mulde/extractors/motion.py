@@ -31,6 +31,8 @@ from mulde.extractors.detection import box_area
 from mulde.extractors.flow import to_gray
 
 MOTION_METHODS = ("mog2", "diff", "mog2+diff", "mog2+static", "mog2+diff+static")
+MOTION_INPUT = "colour"
+"""What MOG2 sees (part of the feature cache key: boxes from grey frames, before, differ)."""
 
 
 @dataclass
@@ -102,10 +104,11 @@ class MotionProposer:
         self._long_from = max(1, 2 * (self.config.history // 10))  # frame the long model slows
         self._seen = 0
         self._prev: np.ndarray | None = None
+        self._colour: bool | None = None  # decided on a video's first frame
 
     def reset(self) -> None:
         """Forget the background models (start of a new video)."""
-        self._mog, self._long, self._seen, self._prev = None, None, 0, None
+        self._mog, self._long, self._seen, self._prev, self._colour = None, None, 0, None, None
 
     def __call__(self, frames: np.ndarray) -> list[np.ndarray]:
         """Boxes (n, 4) float32 x1, y1, x2, y2 in source pixels for every frame of ``frames``."""
@@ -114,6 +117,8 @@ class MotionProposer:
         cfg = self.config
         height, width = frames.shape[1:3]
         scale = min(1.0, cfg.max_side / max(height, width))
+        if self._colour is None:
+            self._colour = has_colour(frames[0])
         small = [self._prepare(f, scale) for f in frames]
         parts = cfg.method.split("+")
         use_mog, use_diff = "mog2" in parts, "diff" in parts
@@ -132,15 +137,17 @@ class MotionProposer:
         rate = 1.0 / cfg.history
         out = []
         for g in small:
-            mask = np.zeros(g.shape, np.uint8)
+            mask = np.zeros(g.shape[:2], np.uint8)
             if use_mog:
                 short = self._mog.apply(g, learningRate=rate)
                 mask |= (short == 255).astype(np.uint8)  # 127 marks shadows
                 if self._long is not None:
                     mask = self._dual(g, short, mask)
-            if use_diff and self._prev is not None:
-                mask |= (cv2.absdiff(g, self._prev) > cfg.diff_threshold).astype(np.uint8)
-            self._prev = g
+            if use_diff:
+                grey = to_gray(g)
+                if self._prev is not None:
+                    mask |= (cv2.absdiff(grey, self._prev) > cfg.diff_threshold).astype(np.uint8)
+                self._prev = grey
             self._seen += 1
             out.append(mask_to_boxes(mask, cfg, scale, (height, width)))
         return out
@@ -159,12 +166,26 @@ class MotionProposer:
         long = self._long.apply(gray, learningRate=1.0 / self.config.static_history)
         return ((moving & (long != 0)) | (long == 255)).astype(np.uint8)
 
-    @staticmethod
-    def _prepare(frame: np.ndarray, scale: float) -> np.ndarray:
-        gray = to_gray(frame)
+    def _prepare(self, frame: np.ndarray, scale: float) -> np.ndarray:
+        # Colour, not grey: on one channel MOG2's shadow test is a brightness ratio alone (0.5-1
+        # of the background), so any object less than twice as dark as the ground (a dark
+        # walker on grass) is a "shadow" and loses its box; with colour it must keep the hue too.
+        # Grey footage has no hue to test, and three equal channels would only make MOG2's
+        # distance test sqrt(3) times as sensitive, so it stays one channel.
+        if not self._colour:
+            frame = to_gray(frame)
         if scale < 1.0:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        return cv2.GaussianBlur(gray, (3, 3), 0)
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(frame, (3, 3), 0)
+
+
+def has_colour(frame: np.ndarray, tolerance: int = 2) -> bool:
+    """Whether an (H, W, 3) frame has colour: some pixel's channels differ by more than
+    ``tolerance`` grey levels (grey footage decodes to three equal channels)."""
+    if frame.ndim != 3 or frame.shape[2] < 3:
+        return False
+    f = frame[::4, ::4].astype(np.int16)
+    return bool(np.abs(f[..., 0] - f[..., 1]).max() > tolerance or np.abs(f[..., 1] - f[..., 2]).max() > tolerance)
 
 
 def mask_to_boxes(mask: np.ndarray, cfg: MotionConfig, scale: float = 1.0,

@@ -36,7 +36,7 @@ from mulde.extractors import clip as clip_mod
 from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, moved_by_flow
 from mulde.extractors.flow import FLOW_METHODS, RAFT_METHODS, FlowEstimator
-from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
+from mulde.extractors.motion import MOTION_INPUT, MotionConfig, MotionProposer, merge_proposals
 from mulde.extractors.pose import normalize_keypoints, pose_columns
 from mulde.extractors.velocity import check_velocity_options, flow_histograms, velocity_columns
 from mulde.extractors.weights import missing_weights, weights_digest
@@ -254,6 +254,8 @@ class ObjectExtractor:
             cfg.pop("appearance")
         if cfg["yolo_every"] == 1 or not self.use_detector:
             cfg.pop("yolo_every")  # keeps the keys of caches made before the option existed
+        if self.use_motion:  # motion boxes from colour frames since 2026-11-24 (grey ones differ)
+            cfg["motion_input"] = MOTION_INPUT
         # the runtime that actually runs (auto resolves per machine); torch keeps the old keys
         runtime = self.detector.runtime if self.use_detector else "torch"
         cfg["yolo_runtime"] = runtime
