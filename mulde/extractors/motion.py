@@ -156,14 +156,14 @@ class MotionProposer:
         return cv2.createBackgroundSubtractorMOG2(
             history=history, varThreshold=self.config.var_threshold, detectShadows=True)
 
-    def _dual(self, gray: np.ndarray, short: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    def _dual(self, frame: np.ndarray, short: np.ndarray, moving: np.ndarray) -> np.ndarray:
         """Moving | stationary pixels from the short- and long-term masks (255 foreground,
         127 shadow, 0 background): short-term foreground the long-term model also sees (not
         uncovered background) plus long-term foreground the short-term model has learned."""
         if self._seen < self._long_from:  # warm-up: the same model as the short-term one
-            self._long.apply(gray, learningRate=1.0 / self.config.history)
+            self._long.apply(frame, learningRate=1.0 / self.config.history)
             return moving
-        long = self._long.apply(gray, learningRate=1.0 / self.config.static_history)
+        long = self._long.apply(frame, learningRate=1.0 / self.config.static_history)
         return ((moving & (long != 0)) | (long == 255)).astype(np.uint8)
 
     def _prepare(self, frame: np.ndarray, scale: float) -> np.ndarray:

@@ -5,8 +5,8 @@ test videos with a too-fast, a wrong-direction, an oversized and a loitering obj
 object-centric velocity features of moving and stopped regions (motion proposals with a
 long-term background, ``mog2+static``; no weights needed), appends the boxes' track and
 position columns (``derived: [track, position]``), trains MULDE with the ``cpu`` preset, and
-evaluates; the output folder holds the same files as ``vad evaluate`` (metrics.json, scores.csv, scores.png,
-config.yaml) plus ``data/``, ``cache/`` and the trained ``run/``.
+evaluates; the output folder holds the same files as ``vad evaluate`` (metrics.json,
+scores.csv, scores.png, config.yaml) plus ``data/``, ``cache/`` and the trained ``run/``.
 """
 
 from __future__ import annotations
