@@ -42,8 +42,7 @@ class GreyProposer(MotionProposer):
 
 def _frames(source: str | Path, n: int) -> np.ndarray:
     with open_video(source) as reader:
-        chunks = [np.asarray(c) for _, c in reader.iter_chunks(64, 0, min(reader.n_frames, n))]
-    return np.concatenate(chunks)
+        return reader.get(range(min(reader.n_frames, n)))
 
 
 def _demo_video(folder: Path) -> Path:

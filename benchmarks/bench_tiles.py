@@ -170,8 +170,7 @@ def load(video: str, n: int) -> np.ndarray:
     split, name = video.split("/")
     folder = PED2 / ("testing" if split == "test" else "training") / "frames" / name
     with open_video(folder) as reader:
-        chunks = [c for _, c in reader.iter_chunks(CHUNK, 0, min(n, reader.n_frames))]
-    return np.concatenate(chunks)[:n]
+        return reader.get(range(min(n, reader.n_frames)))
 
 
 def match(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
