@@ -199,9 +199,10 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
                         "(default: none; evaluate/score reuse the run's value)")
     g.add_argument("--derived-window", dest="scoring.derived_window", type=int,
                    help="frames either side used by --derived track (default: 12)")
-    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max"],
-                   help="merging feature types: sum of clipped z-scores or their max; holdout_*: z-scores "
-                        "standardised on held-out normal frames (default: sum)")
+    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max", "holdout_tail"],
+                   help="merging feature types: sum of clipped z-scores or their max; holdout_sum/max: z-scores "
+                        "standardised on held-out normal frames; holdout_tail: sum of each type's surprise "
+                        "(-log10 tail fraction) on held-out normal frames (default: sum)")
 
 
 def _add_smoothing(p: argparse.ArgumentParser) -> None:

@@ -97,10 +97,11 @@ class ScoringConfig:
     # "track" (displacement, straightness, dwell over +-derived_window frames of the IoU track)
     # and/or "position" (box centre and height); combine: how feature types are merged
     # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores; "holdout_sum" /
-    # "holdout_max" standardise each type on held-out normal training frames instead).
+    # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
+    # sums each type's surprise, -log10 of the fraction of those frames that score higher).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
-    combine: Literal["sum", "max", "holdout_sum", "holdout_max"] = "sum"
+    combine: Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail"] = "sum"
 
 
 @dataclass
@@ -129,7 +130,9 @@ class AlertsConfig:
     one; smoothing: causal filter (one-sided ``gaussian`` or ``exponential``, sigma =
     scoring.smoothing_sigma); calibration_holdout: fraction of the training videos kept out of
     a probe model's fit to calibrate alarm rates on; the run's model is then fitted on all videos
-    (0: no probe, calibrate on the training videos, optimistic)."""
+    (0: no probe, calibrate on the training videos, optimistic); refit: false keeps the probe
+    as the run's model, so its held-out statistics (thresholds, ``holdout_*`` combine rules)
+    are exactly its own rather than another fit's."""
 
     alarm_rate: float | None = None
     threshold: float | None = None
@@ -137,6 +140,7 @@ class AlertsConfig:
     cool_down: float = 2.0
     smoothing: Literal["gaussian", "exponential"] = "gaussian"
     calibration_holdout: float = 0.2
+    refit: bool = True
 
 
 SECTION_CLASSES: dict[str, type] = {"data": DataConfig, "extractor": ExtractorSection,

@@ -13,7 +13,7 @@ import yaml
 from mulde.cli import main
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
-from mulde.pipeline.score import TypeStats, combine, frame_max, held_out_spread, prepare_tables
+from mulde.pipeline.score import TypeStats, combine, frame_max, held_out_spread, prepare_tables, surprise
 
 N_FRAMES = 60
 COMBINED = ["--features", "objects", "--proposals", "motion", "--opt", "motion_min_area=20", "--deep", "off",
@@ -61,8 +61,45 @@ def test_held_out_spread_is_median_and_tail_of_training_z():
     spread = held_out_spread(frames, _stats(1.0, 2.0))  # z = (s - 1) / 2 ~ N(2, 1)
     assert spread["held_center"] == pytest.approx(2.0, abs=0.05)
     assert spread["held_scale"] == pytest.approx(2.326, abs=0.1)  # N(0, 1)'s 99th percentile
+    np.testing.assert_allclose(spread["held_quantiles"][50], 2.0, atol=0.05)
+    assert spread["held_quantiles"][90] == pytest.approx(2.0 + 1.2816, abs=0.05)
+    assert spread["held_tail"] == pytest.approx(0.4733, abs=0.03)  # N(0, 1)'s mean excess over its q90
     flat = held_out_spread([np.full(50, 3.0)], _stats(1.0, 2.0))
-    assert flat == {"held_center": 1.0, "held_scale": 1.0}
+    assert (flat["held_center"], flat["held_scale"], flat["held_tail"]) == (1.0, 1.0, 1.0)
+
+
+def test_surprise_is_minus_log10_of_the_held_out_tail_fraction_and_keeps_rising_past_it():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0.0, 1.0, 20000)
+    spread = held_out_spread([z], _stats(0.0, 1.0))
+    q90, tail = spread["held_quantiles"][90], spread["held_tail"]
+    at = np.array([-5.0, 0.0, q90, q90 + tail * np.log(10.0), 50.0])
+    s = surprise(at, spread["held_quantiles"], tail)
+    np.testing.assert_allclose(s[:4], [0.0, np.log10(2.0), 1.0, 2.0], atol=0.01)
+    assert s[4] > 40  # beyond every held-out frame it still orders frames
+    grid = np.linspace(-4, 10, 500)
+    assert np.all(np.diff(surprise(grid, spread["held_quantiles"], tail)) >= 0)
+
+
+def test_holdout_tail_keeps_a_heavy_tailed_type_from_drowning_the_other():
+    # "frm" carries no signal and its unseen normal frames are heavy-tailed (log-normal z): one
+    # normal test frame (1) sits at its held-out 99.9th percentile. "obj" marks the anomaly (3)
+    # at 3 of its held-out spreads (7 std). Linear units let frm's rare-but-normal extreme win.
+    rng = np.random.default_rng(2)
+    held_obj, held_frm = rng.normal(0.0, 1.0, 5000), rng.lognormal(0.0, 2.0, 5000)
+    stats = {}
+    for name, held in (("obj", held_obj), ("frm", held_frm)):
+        st = _stats(0.0, 1.0)
+        for k, v in held_out_spread([held], st).items():
+            setattr(st, k, v)
+        stats[name] = st
+    obj = np.array([0.0, 0.3, -0.2, 3.0 * stats["obj"].held_scale, 0.5])
+    frm = np.array([1.0, float(np.quantile(held_frm, 0.999)), 0.5, 1.2, 2.0])
+    per_type = {"obj": obj, "frm": frm}
+    assert np.argmax(combine(per_type, stats, "holdout_sum")) == 1
+    assert np.argmax(combine(per_type, stats, "holdout_tail")) == 3
+    # one type alone keeps its linear held-out units (no ties among its normal frames)
+    np.testing.assert_allclose(combine({"frm": frm}, stats, "holdout_tail"), combine({"frm": frm}, stats, "holdout_sum"))
 
 
 def test_a_boxless_frame_table_scores_per_frame_and_passes_track_and_derived_steps_untouched():
@@ -187,3 +224,35 @@ def test_changed_frame_features_and_causal_scoring_are_refused(combined, tmp_pat
     line = _error_line(capsys)
     assert "flowgrid" in line and "without --causal" in line
     assert not (tmp_path / "c.csv").exists()
+
+
+@pytest.mark.slow
+def test_without_refit_the_held_out_statistics_are_the_run_models_own(combined):
+    # alerts.refit=false keeps the probe (fitted without the held-out videos) as the run's
+    # model: scoring the held-out videos with the saved models gives the recorded statistics.
+    from mulde.config import resolve_config
+    from mulde.detector.registry import load_detector
+    from mulde.pipeline.extract import build_extractors, cache_for, load_tables, open_dataset
+    from mulde.pipeline.score import TypeStats
+    from mulde.pipeline.threshold import split_calibration
+
+    root, _, common, _ = combined
+    run = root / "run-norefit"
+    assert main(["train", *common, "--preset", "test", "--steps", "40", "--combine", "holdout_tail",
+                 "--opt", "alerts.refit=false", "--out", str(run), "-q"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_videos"] == 2 and info["calibration"]["held_out"] is True
+    cfg = resolve_config(yaml.safe_load((run / "config.yaml").read_text()))
+    ds = open_dataset(cfg)
+    tables = [tabs for _, tabs in load_tables(ds, "train", build_extractors(cfg, ds), cache_for(cfg), progress=False)]
+    held = [tables[k] for k in split_calibration(len(tables), 0.2, cfg.runtime.seed)]
+    for t in ("velocity", "flowgrid"):
+        det, st = load_detector(run / f"{t}.safetensors"), TypeStats(**info["stats"][t])
+        frames = [frame_max(h[t], det.score_samples(h[t].values) if len(h[t]) else np.zeros(0), h[t].n_frames,
+                            st.fill) for h in held]
+        again = held_out_spread(frames, st)
+        assert again["held_center"] == pytest.approx(st.held_center, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(again["held_quantiles"], st.held_quantiles, rtol=1e-5, atol=1e-6)
+    assert main(["evaluate", "--model", str(run), "-q"]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["combine"] == "holdout_tail" and 0.0 <= metrics["micro_auc"] <= 1.0

@@ -361,3 +361,18 @@ def test_tf32_switch_is_scoped_and_restored():
         assert now in ("tf32", True)
     after = matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
     assert after == before
+
+
+def test_a_column_constant_in_training_cannot_decide_the_score():
+    # Flow-grid cells where nothing moved in training have std 0; a change there at test time
+    # must stay within a few std of the columns' typical spread, not 1e6 std.
+    from mulde.detector.base import SPREAD_FLOOR, Standardizer
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(0, 2.0, 500), rng.normal(5, 1.0, 500), np.zeros(500)])
+    st = Standardizer.fit(X)
+    np.testing.assert_allclose(st.std[:2], X[:, :2].std(0), rtol=1e-5)  # ordinary columns: their own std
+    rms = np.sqrt(np.mean(X.std(0) ** 2))
+    assert st.std[2] == pytest.approx(SPREAD_FLOOR * rms, rel=1e-5)
+    z = st.transform(np.array([[0.0, 5.0, 1.0]], np.float32))
+    assert abs(z[0, 2]) == pytest.approx(1.0 / (SPREAD_FLOOR * rms), rel=1e-4) and abs(z[0, 2]) < 10

@@ -16,6 +16,11 @@ Rules (paper section 4, supplementary 7.2-7.3):
   are not comparable across types; after this, 0 is a type's typical unseen normal frame and 1
   its normal 99th percentile in every type, so a type that is flat on a scene adds at most
   about its normal spread, never an offset that drowns the other types;
+- ``holdout_tail`` turns each type's score into its surprise on those held-out normal frames,
+  -log10 of the fraction of them scoring higher (an exponential tail fitted to their top 10%
+  beyond the last one), and sums it over types (Fisher's rule for independent tests). A type's
+  normal extremes then weigh what their rarity says, whatever their size: a heavy-tailed type
+  whose normal frames reach 1e6 training std adds as little as one whose normal frames reach 3;
 - object tables may first get tracklet smoothing (``tracks.py``) and derived track/position
   columns (``derived.py``), the same at training and test time (``prepare_tables``);
 - the result is smoothed over time per video with a 1-D Gaussian of ``smoothing_sigma`` frames.
@@ -45,6 +50,10 @@ class TypeStats:
     # (None: a run trained before they existed); used by the holdout_* combine rules
     held_center: float | None = None
     held_scale: float | None = None
+    # z-score quantiles of those frames at HELD_LEVELS, and the mean excess of their top 10%
+    # over the 90th percentile (the exponential tail of the holdout_tail rule)
+    held_quantiles: list[float] | None = None
+    held_tail: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,8 +77,9 @@ def type_stats(frame_scores: list[np.ndarray], row_scores: np.ndarray) -> TypeSt
                      n_rows=int(len(row_scores)))
 
 
-COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max")
+COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max", "holdout_tail")
 HELD_QUANTILE = 0.99
+HELD_LEVELS = np.round(np.arange(0, 91) / 100, 2)  # body of the held-out distribution; above: the tail fit
 
 
 def held_out_spread(frame_scores: list[np.ndarray], stats: TypeStats) -> dict[str, float]:
@@ -83,30 +93,56 @@ def held_out_spread(frame_scores: list[np.ndarray], stats: TypeStats) -> dict[st
         if frame_scores else np.zeros(0)
     z = z[np.isfinite(z)]
     if not len(z):
-        return {"held_center": 0.0, "held_scale": 1.0}
+        return {"held_center": 0.0, "held_scale": 1.0, "held_quantiles": [0.0] * len(HELD_LEVELS), "held_tail": 1.0}
     center = float(np.median(z))
     scale = float(np.quantile(z, HELD_QUANTILE)) - center
     if not scale > 1e-9:  # a flat type (e.g. nothing moves): fall back to its spread, then to 1
         scale = float(np.std(z)) if np.std(z) > 1e-9 else 1.0
-    return {"held_center": center, "held_scale": scale}
+    q = np.quantile(z, HELD_LEVELS)
+    top = z[z > q[-1]]
+    tail = float(np.mean(top - q[-1])) if len(top) else 0.0
+    return {"held_center": center, "held_scale": scale, "held_quantiles": [float(v) for v in q],
+            "held_tail": tail if tail > 1e-9 else scale}
+
+
+def surprise(z: np.ndarray, quantiles: Sequence[float], tail: float) -> np.ndarray:
+    """-log10 of the estimated fraction of held-out normal frames with a z-score above ``z``.
+
+    Empirical up to the 90th percentile (``quantiles`` at :data:`HELD_LEVELS`), then an
+    exponential tail with mean excess ``tail``: 1 at the 90th percentile, +1 per
+    ``tail * ln 10`` beyond it, so it keeps rising past the largest held-out frame.
+    """
+    z = np.asarray(z, np.float64)
+    q = np.asarray(quantiles, np.float64)
+    q = q + np.arange(len(q)) * 1e-9 * max(1.0, float(np.abs(q).max()))  # strictly increasing for interp
+    level = np.interp(z, q, HELD_LEVELS, left=0.0)
+    out = -np.log10(1.0 - np.minimum(level, HELD_LEVELS[-1]))
+    beyond = z > q[-1]
+    out[beyond] = -np.log10(1.0 - HELD_LEVELS[-1]) + (z[beyond] - q[-1]) / (tail * np.log(10.0))
+    return out
 
 
 def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndarray:
     """One type's frame scores in the units a combine rule adds or compares."""
     z = (np.asarray(scores, np.float64) - st.mean) / st.std
     if rule.startswith("holdout"):
-        if st.held_center is None or st.held_scale is None:
+        if st.held_center is None or st.held_scale is None or (rule == "holdout_tail" and st.held_quantiles is None):
             raise InputError(f"combine rule {rule!r} needs per-type statistics of held-out normal frames, and "
                              "this run has none (trained by an older mulde); retrain, or pass --combine sum")
+        if rule == "holdout_tail":
+            return surprise(z, st.held_quantiles, float(st.held_tail or st.held_scale))
         z = (z - st.held_center) / st.held_scale
     return z
 
 
 def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str = "sum") -> np.ndarray:
     """Standardise each type (training stats, or held-out normal frames for ``holdout_*``); with
-    several, sum the z clipped at 0 (``sum``, ``holdout_sum``) or take the max (``max``, ``holdout_max``)."""
+    several, sum the z clipped at 0 (``sum``, ``holdout_sum``), take the max (``max``,
+    ``holdout_max``) or sum the surprises (``holdout_tail``)."""
     if rule not in COMBINE_RULES:
         raise InputError(f"unknown combine rule {rule!r} (scoring.combine); choose one of {', '.join(COMBINE_RULES)}")
+    if len(per_type) == 1 and rule == "holdout_tail":  # one type: its linear units, no ties below the median
+        rule = "holdout_sum"
     z = {t: standardise(s, stats[t], rule) for t, s in per_type.items()}
     if len(z) == 1:
         return next(iter(z.values()))

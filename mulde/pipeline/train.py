@@ -129,8 +129,17 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
             spread = _held_out_spread(probe_info, probe, calib)
             _add_spread(probe_info, spread)
             calibration = _calibrate(cfg, probe_info, probe, calib, held=True)
-            shutil.rmtree(probe)
-        info = _fit_types(cfg, ds, extractors, types, train, tmp, progress)
+            if cfg.alerts.refit:
+                shutil.rmtree(probe)
+            else:
+                for f in probe.iterdir():  # its models, resolved config and run.json
+                    f.rename(tmp / f.name)
+                probe.rmdir()
+        if calib and not cfg.alerts.refit:
+            log.info("alerts.refit is off: the probe fitted on %d of %d videos is the run's model", len(fit), len(train))
+            info = probe_info
+        else:
+            info = _fit_types(cfg, ds, extractors, types, train, tmp, progress)
         if not calib:
             if cfg.scoring.combine.startswith("holdout"):
                 log.warning("combine %s: no held-out videos (alerts.calibration_holdout is 0 or there is one "
