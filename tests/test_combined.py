@@ -13,7 +13,14 @@ import yaml
 from mulde.cli import main
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
-from mulde.pipeline.score import TypeStats, combine, frame_max, held_out_spread, prepare_tables, surprise
+from mulde.pipeline.score import (
+    TypeStats,
+    combine,
+    frame_max,
+    held_out_spread,
+    prepare_tables,
+    surprise,
+)
 
 N_FRAMES = 60
 COMBINED = ["--features", "objects", "--proposals", "motion", "--opt", "motion_min_area=20", "--deep", "off",
