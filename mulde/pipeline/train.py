@@ -129,12 +129,10 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
             spread = _held_out_spread(probe_info, probe, calib)
             _add_spread(probe_info, spread)
             calibration = _calibrate(cfg, probe_info, probe, calib, held=True)
-            if cfg.alerts.refit:
-                shutil.rmtree(probe)
-            else:
-                for f in probe.iterdir():  # its models, resolved config and run.json
+            if not cfg.alerts.refit:  # the probe is the run's model: its files, config and run.json
+                for f in probe.iterdir():
                     f.rename(tmp / f.name)
-                probe.rmdir()
+            shutil.rmtree(probe)
         if calib and not cfg.alerts.refit:
             log.info("alerts.refit is off: the probe fitted on %d of %d videos is the run's model", len(fit), len(train))
             info = probe_info
