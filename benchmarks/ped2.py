@@ -39,13 +39,13 @@ from mulde.pipeline.train import train_run  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ucsd_ped2"
 
-# (label, detector options); MULDE rows are repeated over seeds.
+# (name for --detectors, table label, detector options); MULDE rows are repeated over seeds.
 DETECTORS = [
-    ("MULDE", {"detector": "mulde"}),
-    ("MULDE β=0", {"detector": "mulde", "beta": 0.0}),
-    ("GMM (AccI-VAD)", {"detector": "gmm"}),
-    ("kNN k=1 (AccI-VAD)", {"detector": "knn", "k": 1}),
-    ("MSMA", {"detector": "msma"}),
+    ("MULDE", "MULDE", {"detector": "mulde"}),
+    ("MULDE-beta0", "MULDE β=0", {"detector": "mulde", "beta": 0.0}),
+    ("GMM", "GMM (AccI-VAD)", {"detector": "gmm"}),
+    ("kNN", "kNN k=1 (AccI-VAD)", {"detector": "knn", "k": 1}),
+    ("MSMA", "MSMA", {"detector": "msma"}),
 ]
 
 
@@ -68,7 +68,8 @@ def main() -> int:
                     help="alerts.calibration_holdout (default 0, the paper's protocol; 0.2 with holdout_* rules: "
                          "the model is still fitted on every video, a probe fitted on the rest gives the statistics)")
     ap.add_argument("--detectors", nargs="+", default=None, metavar="LABEL",
-                    help="only these rows (first word of the label, e.g. MULDE GMM kNN)")
+                    choices=[name for name, _, _ in DETECTORS],
+                    help="only these rows (default: all)")
     ap.add_argument("--heading", default=None, help="RESULTS.md section heading (default: from the options)")
     ap.add_argument("--write-results", action="store_true")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -103,8 +104,7 @@ def main() -> int:
     rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
     types: list[str] = []
     t0 = time.perf_counter()
-    chosen = [(label, opts) for label, opts in DETECTORS
-              if not args.detectors or label.split()[0] in args.detectors or label in args.detectors]
+    chosen = [(label, opts) for name, label, opts in DETECTORS if not args.detectors or name in args.detectors]
     for label, opts in chosen:
         seeds = args.seeds if opts["detector"] == "mulde" else [args.seeds[0]]
         for seed in seeds:

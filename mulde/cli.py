@@ -56,6 +56,12 @@ def _kv(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
+def _onoff(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"choose on or off, got {text!r}")
+    return text == "on"
+
+
 def _tristate(text: str) -> bool | None:
     choices = {"auto": None, "on": True, "off": False}
     if text not in choices:
@@ -81,7 +87,8 @@ def _per_dataset(key: str) -> str:
     for name in DATASETS:
         value = dataset_defaults(name).get(key)
         if value is not None:
-            groups.setdefault(str(value), []).append(name)
+            shown = ("on" if value else "off") if isinstance(value, bool) else str(value)
+            groups.setdefault(shown, []).append(name)
     return "; ".join(f"{v} for {', '.join(n)}" for v, n in groups.items())
 
 
@@ -152,6 +159,9 @@ def _add_features(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-weights", dest="extractor.clip_weights", metavar="PATH", help="objects: local CLIP ViT-B/16 weights")
     g.add_argument("--appearance", dest="extractor.appearance", action="store_true", default=None,
                    help="objects: add the YOLO model's own per-box embedding as a feature type (offline)")
+    g.add_argument("--context", dest="extractor.context", type=_onoff, metavar="{on,off}",
+                   help="objects: add each box's translation speed and the motion beside its lower body (a rider's "
+                        f"bicycle) as a feature type (default: off; {_per_dataset('context')})")
     g.add_argument("--weights", dest="extractor.weights", metavar="PATH", help="frames: local Hiera checkpoint")
     g.add_argument("--random-init", dest="extractor.random_init", action="store_true", default=None,
                    help="frames: random Hiera weights (tests only)")

@@ -105,3 +105,15 @@ def test_toy_command_prints_auc(capsys):
     assert main(["toy", "--steps", "200"]) == 0
     out = capsys.readouterr().out
     assert "AUC" in out.upper()
+
+
+def test_context_flag_takes_on_or_off_and_ped2_turns_it_on(capsys):
+    from mulde.config import resolve_config
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "ped2", "--context", "maybe", "-q"])
+    assert exit_.value.code == 2
+    assert "--context: choose on or off, got 'maybe'" in _error_line(capsys)
+    assert resolve_config({"dataset": "ped2"}).extractor_options["context"] is True
+    assert resolve_config({"dataset": "ped2", "context": False}).extractor_options["context"] is False
+    assert "context" not in resolve_config({"dataset": "avenue"}).extractor_options

@@ -145,15 +145,16 @@ def test_steppers_match_the_offline_extractors(tmp_path):
     generate_synthetic(tmp_path, n_train=1, n_test=1, n_frames=60)
     video = sorted((tmp_path / "test").glob("*.avi"))[0]
     ex = ObjectExtractor(proposals="motion", deep=False, chunk_size=1, motion_min_area=20,
-                         velocity_extras=("magnitude", "geometry"))
+                         velocity_extras=("magnitude", "geometry"), context=True)
     with open_video(video) as reader:
-        offline = ex.extract(reader, progress=False)["velocity"]
+        offline = ex.extract(reader, progress=False)
         frames = reader.get(range(reader.n_frames))
     stepper = make_stepper(ex)
-    rows = [stepper.step(i, f)["velocity"] for i, f in enumerate(frames)]
-    assert len(offline) > 50
-    np.testing.assert_array_equal(np.concatenate([r.values for r in rows]), offline.values)
-    np.testing.assert_array_equal(np.concatenate([r.boxes for r in rows]), offline.boxes)
+    rows = [stepper.step(i, f) for i, f in enumerate(frames)]
+    for kind in ("velocity", "context"):
+        assert len(offline[kind]) > 50
+        np.testing.assert_array_equal(np.concatenate([r[kind].values for r in rows]), offline[kind].values)
+        np.testing.assert_array_equal(np.concatenate([r[kind].boxes for r in rows]), offline[kind].boxes)
     grid = FlowGridExtractor()
     with open_video(video) as reader:
         centred = grid.extract(reader, progress=False)["flowgrid"].values

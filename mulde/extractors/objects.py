@@ -8,7 +8,9 @@ union by default; motion boxes mostly covered by a detector box are dropped). Pe
 - ``pose`` (P): 17 box-normalised COCO keypoints (:mod:`mulde.extractors.pose`), for detector
   boxes of persons only (the P model is fitted on persons);
 - ``deep`` (D): CLIP ViT-B/16 embedding of the crop (:mod:`mulde.extractors.clip`), for every
-  object; by default only when CLIP weights are on disk (nothing is downloaded implicitly).
+  object; by default only when CLIP weights are on disk (nothing is downloaded implicitly);
+- ``context`` (C, off by default): the box's translation speed and the motion beside its lower
+  body (:mod:`mulde.extractors.context`), for every object.
 
 Object ids are the object's index within its frame (detector boxes first, then kept motion
 boxes) and are the same in every table: a pose row has the same (frame_idx, object_id, box)
@@ -34,6 +36,7 @@ from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
 from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
+from mulde.extractors.context import CONTEXT_COLUMNS, context_features
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, moved_by_flow
 from mulde.extractors.flow import FLOW_METHODS, RAFT_METHODS, FlowEstimator
 from mulde.extractors.motion import MOTION_INPUT, MotionConfig, MotionProposer, merge_proposals
@@ -45,7 +48,7 @@ from mulde.extractors.yolo_runtime import RUNTIMES, inference_precision
 log = logging.getLogger("mulde")
 
 PROPOSALS = ("yolo+motion", "yolo", "motion")
-FEATURE_TYPES = ("velocity", "pose", "deep", "appearance")
+FEATURE_TYPES = ("velocity", "pose", "deep", "appearance", "context")
 CONFIG_VERSION = 1
 
 
@@ -80,6 +83,9 @@ class ObjectExtractorConfig:
         feed its head; :class:`mulde.extractors.detection.YoloDetector`). It comes from the same
         forward pass, with real offline weights, so it serves as an appearance feature where CLIP's
         weights are missing. Off by default.
+    context: per object, its box's translation speed and the motion beside its lower body, where
+        a rider's bicycle is (:mod:`mulde.extractors.context`), from the velocity's flow. Off by
+        default; on in the Ped2 preset.
     yolo_runtime: what runs YOLO: ``auto`` (PyTorch on a GPU, else ONNX Runtime, else OpenVINO
         where it computes in fp32), ``torch``, ``onnx`` or ``openvino`` (fastest; bfloat16 on
         CPUs that have it, which cost Ped2 accuracy)
@@ -116,6 +122,7 @@ class ObjectExtractorConfig:
     clip_weights: str | None = None
     clip_random_init: bool = False
     appearance: bool = False
+    context: bool = False
     yolo_runtime: str = "auto"
     yolo_every: int = 1
     pipelined: bool = True
@@ -180,10 +187,12 @@ class ObjectExtractor:
         if self.cfg.appearance and not self.use_detector:
             raise InputError("appearance features come from the detector; use proposals 'yolo+motion' or 'yolo'")
         self.feature_types: tuple[str, ...] = tuple(
-            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep, self.cfg.appearance)) if on
+            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep, self.cfg.appearance,
+                                               self.cfg.context)) if on
         )
         if not self.feature_types:
-            raise InputError("extractor objects has no feature type enabled; enable velocity, pose, deep or appearance")
+            raise InputError("extractor objects has no feature type enabled; enable velocity, pose, deep, appearance "
+                             "or context")
         self.last_timings: dict[str, float] = {}
 
     # --- set-up -------------------------------------------------------------------------
@@ -250,8 +259,9 @@ class ObjectExtractor:
         cfg["clip_weights"] = (f"sha256:{weights_digest(clip_mod.weights_file(self.cfg.clip_weights, self.cfg.cache))}"
                                if self.deep and not self.cfg.clip_random_init else None)
         cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
-        if not cfg["appearance"]:
-            cfg.pop("appearance")
+        for key in ("appearance", "context"):  # off: the keys of caches made before the option existed
+            if not cfg[key]:
+                cfg.pop(key)
         if cfg["yolo_every"] == 1 or not self.use_detector:
             cfg.pop("yolo_every")  # keeps the keys of caches made before the option existed
         if self.use_motion:  # motion boxes from colour frames since 2026-11-24 (grey ones differ)
@@ -276,7 +286,7 @@ class ObjectExtractor:
         c = self.cfg
         timings: dict[str, float] = defaultdict(float)
         motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
-        flow = FlowEstimator(c.flow, device=c.device, cache=c.cache) if c.velocity else None
+        flow = FlowEstimator(c.flow, device=c.device, cache=c.cache) if c.velocity or c.context else None
         if flow is not None:
             log.info("optical flow: %s on %s (%s)", c.flow, self.device if c.flow in RAFT_METHODS else "cpu",
                      self.flow_reason)
@@ -361,6 +371,8 @@ class ObjectExtractor:
                 vel = flow_histograms(piece_flow[t], boxes, c.velocity_bins, c.velocity_extras, c.velocity_norm)
                 timings["velocity"] += time.perf_counter() - t0
                 _add(rows["velocity"], fi, boxes, ids, vel)
+            if "context" in rows and len(boxes):
+                _add(rows["context"], fi, boxes, ids, context_features(piece_flow[t], boxes))
             if "pose" in rows and det.keypoints is not None:
                 person = np.flatnonzero(det.classes == PERSON)
                 counts["n_persons"] += len(person)
@@ -414,7 +426,8 @@ class ObjectExtractor:
         columns = {"velocity": velocity_columns(self.cfg.velocity_bins, self.cfg.velocity_extras),
                    "pose": pose_columns(),
                    "deep": [f"clip_{i}" for i in range(clip_mod.CLIP_DIM)],
-                   "appearance": [f"det_{i}" for i in range(self.detector.embed_dim if kind == "appearance" else 0)]
+                   "appearance": [f"det_{i}" for i in range(self.detector.embed_dim if kind == "appearance" else 0)],
+                   "context": list(CONTEXT_COLUMNS),
                    }[kind]
         meta = {"feature_type": kind, "dim": len(columns), "extractor": self.name,
                 "columns": columns if kind not in ("deep", "appearance") else None, **counts}

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from mulde.extractors.base import FeatureTable
+from mulde.extractors.context import CONTEXT_COLUMNS, context_features
 from mulde.extractors.detection import PERSON, Detections, box_area
 from mulde.extractors.flow import FlowEstimator, to_gray
 from mulde.extractors.motion import MotionConfig, MotionProposer, merge_proposals
@@ -83,7 +84,7 @@ class ObjectStepper:
             det = self.detect(ex, [frame])[0]
         elif det is None and ex.use_detector:
             fl = self._flow(ref, frame)
-            det = ex.carried(self.last, fl if "velocity" in ex.feature_types else None)
+            det = ex.carried(self.last, fl if "velocity" in ex.feature_types or "context" in ex.feature_types else None)
         elif det is None:
             det = Detections.empty(False)
         self.last = det if ex.use_detector else None
@@ -104,6 +105,13 @@ class ObjectStepper:
             else:
                 vel = np.zeros((0, dim), np.float32)
             out["velocity"] = _rows(index, boxes, vel, ids, "velocity")
+        if "context" in types:
+            if len(boxes):
+                fl = self._flow(ref, frame) if fl is None else fl
+                ctx = context_features(fl, boxes)
+            else:
+                ctx = np.zeros((0, len(CONTEXT_COLUMNS)), np.float32)
+            out["context"] = _rows(index, boxes, ctx, ids, "context")
         if "pose" in types:
             person = np.flatnonzero(det.classes == PERSON) if det.keypoints is not None else np.zeros(0, int)
             kp = (normalize_keypoints(det.keypoints[person], det.boxes[person]) if len(person)
