@@ -40,7 +40,6 @@ def context_features(flow: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     if len(boxes) == 0:
         return out
     height, width = flow.shape[:2]
-    magnitude = np.hypot(flow[..., 0], flow[..., 1])
     free = np.ones((height, width), bool)
     for box in boxes:
         free[box_slices(box, height, width)] = False
@@ -50,18 +49,17 @@ def context_features(flow: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         v = inside.mean(axis=0)
         speed = float(np.hypot(*v))
         ya, yb = int(max(0.0, y1 + BAND_TOP * h)), int(min(height, np.ceil(y2 + BAND_BOTTOM * h)))
-        band_flow, band_mag = [], []
+        bands = []
         for xa, xb in ((x1 - BAND_WIDTH * h, x1), (x2, x2 + BAND_WIDTH * h)):
             xa, xb = int(max(0.0, xa)), int(min(width, np.ceil(xb)))
             if xb > xa and yb > ya:
-                keep = free[ya:yb, xa:xb]
-                band_flow.append(flow[ya:yb, xa:xb][keep])
-                band_mag.append(magnitude[ya:yb, xa:xb][keep])
-        mag = np.concatenate(band_mag) if band_mag else np.zeros(0, np.float32)
+                bands.append(flow[ya:yb, xa:xb][free[ya:yb, xa:xb]])
+        band = np.concatenate(bands) if bands else np.zeros((0, 2), np.float32)
+        mag = np.hypot(band[:, 0], band[:, 1])
         side_speed = float(mag.mean()) / h if mag.size else 0.0
         coherent = 0.0
         if mag.size and speed >= MIN_SPEED:
-            along = np.concatenate(band_flow) @ v / float(v @ v)
+            along = band @ v / float(v @ v)
             coherent = float(np.mean((along > 0.5) & (along < 1.5)))
         out[i] = (speed / h, side_speed, coherent)
     return out
