@@ -209,10 +209,11 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
                         "(default: none; evaluate/score reuse the run's value)")
     g.add_argument("--derived-window", dest="scoring.derived_window", type=int,
                    help="frames either side used by --derived track (default: 12)")
-    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max", "holdout_tail"],
+    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"],
                    help="merging feature types: sum of clipped z-scores or their max; holdout_sum/max: z-scores "
                         "standardised on held-out normal frames; holdout_tail: sum of each type's surprise "
-                        "(-log10 tail fraction) on held-out normal frames (default: sum)")
+                        "(-log10 tail fraction) on held-out normal frames; conformal: sum of each type's "
+                        "-log10 conformal p-value against its training frames (default: conformal)")
 
 
 def _add_smoothing(p: argparse.ArgumentParser) -> None:

@@ -98,10 +98,11 @@ class ScoringConfig:
     # and/or "position" (box centre and height); combine: how feature types are merged
     # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores; "holdout_sum" /
     # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
-    # sums each type's surprise, -log10 of the fraction of those frames that score higher).
+    # sums each type's surprise, -log10 of the fraction of those frames that score higher;
+    # "conformal" sums -log10 of each type's conformal p-value against its own training frames).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
-    combine: Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail"] = "sum"
+    combine: Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"] = "conformal"
 
 
 @dataclass

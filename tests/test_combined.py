@@ -16,10 +16,12 @@ from mulde.extractors.base import FeatureTable
 from mulde.pipeline.score import (
     TypeStats,
     combine,
+    conformal_surprise,
     frame_max,
     held_out_spread,
     prepare_tables,
     surprise,
+    type_stats,
 )
 
 N_FRAMES = 60
@@ -107,6 +109,38 @@ def test_holdout_tail_keeps_a_heavy_tailed_type_from_drowning_the_other():
     assert np.argmax(combine(per_type, stats, "holdout_tail")) == 3
     # one type alone keeps its linear held-out units (no ties among its normal frames)
     np.testing.assert_allclose(combine({"frm": frm}, stats, "holdout_tail"), combine({"frm": frm}, stats, "holdout_sum"))
+
+
+def test_conformal_surprise_is_minus_log10_of_the_conformal_p_value_and_grows_slowly_past_the_max():
+    frames = [np.arange(1.0, 1001.0)]  # 1000 distinct training frame scores 1..1000
+    st = type_stats(frames, np.arange(1.0, 1001.0))
+    z = (np.array([0.0, 500.0, 991.0, 1000.0]) - st.mean) / st.std
+    # (1 + frames scoring higher) / (n + 1): 1001/1001, 501/1001, 10/1001, 1/1001
+    np.testing.assert_allclose(conformal_surprise(z, st), -np.log10([1.0, 501 / 1001, 10 / 1001, 1 / 1001]),
+                               atol=0.01)
+    spread = 1000.0 - np.quantile(np.arange(1.0, 1001.0), 0.99)
+    far = (np.array([1000.0 + spread, 1000.0 + 99 * spread, 1e9]) - st.mean) / st.std
+    np.testing.assert_allclose(conformal_surprise(far, st)[:2], np.log10(1001) + np.log10([2.0, 100.0]), atol=1e-6)
+    assert conformal_surprise(far, st)[2] < 12  # a billion adds about 6, never a billion
+    grid = np.linspace(-5, 5, 1000)
+    assert np.all(np.diff(conformal_surprise(grid, st)) >= 0)
+    ties = type_stats([np.r_[np.zeros(900), np.arange(1.0, 101.0)]], np.zeros(3))  # 900 empty frames at 0
+    zero = (0.0 - ties.mean) / ties.std
+    assert conformal_surprise(np.array([zero]), ties)[0] == pytest.approx(-np.log10(101 / 1001), abs=1e-9)
+
+
+def test_conformal_keeps_a_type_with_huge_normal_spikes_from_outvoting_the_others():
+    # "spiky" carries no signal but puts one normal test frame (1) at 50 std, far beyond its
+    # training max; "a" and "b" both mark the anomaly (3) beyond their training 99.9th percentile.
+    rng = np.random.default_rng(3)
+    train = {"a": rng.normal(0.0, 1.0, 2000), "b": rng.normal(0.0, 1.0, 2000), "spiky": rng.normal(0.0, 1.0, 2000)}
+    stats = {t: type_stats([v], v) for t, v in train.items()}
+    per_type = {"a": np.array([0.1, 0.0, -0.3, 3.3, 0.2]), "b": np.array([-0.2, 0.1, 0.4, 3.3, 0.0]),
+                "spiky": np.array([0.0, 50.0, 0.1, 0.3, -0.1])}
+    assert np.argmax(combine(per_type, stats, "sum")) == 1
+    assert np.argmax(combine(per_type, stats, "conformal")) == 3
+    with pytest.raises(InputError, match="training-frame curve"):
+        combine({"a": np.zeros(3)}, {"a": _stats(0.0, 1.0)}, "conformal")
 
 
 def test_a_boxless_frame_table_scores_per_frame_and_passes_track_and_derived_steps_untouched():
@@ -219,6 +253,15 @@ def test_combined_run_trains_evaluates_and_scores(combined, tmp_path):
     other = pd.read_csv(tmp_path / "max" / "scores.csv")
     np.testing.assert_allclose(other["score_flowgrid"], scores["score_flowgrid"])
     assert not np.allclose(other["score"], scores["score"])
+    # conformal: every run records its training-frame curve, so the rule needs no retrain
+    for t in ("velocity", "flowgrid"):
+        curve = info["stats"][t]
+        assert np.all(np.diff(curve["train_z"]) > 0) and np.all(np.diff(curve["train_surprise"]) > 0)
+    assert main(["evaluate", "--model", str(run), "--out", str(tmp_path / "conf"), "--opt",
+                 "scoring.combine=conformal", "-q"]) == 0
+    conf = pd.read_csv(tmp_path / "conf" / "scores.csv")
+    assert np.isfinite(conf["score"]).all() and (conf["score"] >= 0).all()  # sums of -log10 p, p <= 1
+    assert json.loads((tmp_path / "conf" / "metrics.json").read_text())["combine"] == "conformal"
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ Rules (paper section 4, supplementary 7.2-7.3):
   lowest object score seen in training (nothing there is as normal as it gets);
 - several feature types are combined by standardising each type's frame scores with the
   training frame-score mean/std, then either clipping negatives (normal) to 0 and summing
-  (``combine="sum"``, the default) or taking the largest z-score (``"max"``: a type that is
+  (``combine="sum"``, the paper's rule) or taking the largest z-score (``"max"``: a type that is
   flat on some scene cannot add its noise to every frame); a single type is only standardised
   (clipping would tie all normal frames and change nothing else);
 - ``holdout_sum`` / ``holdout_max`` first re-standardise each type's z-scores on normal
@@ -21,6 +21,14 @@ Rules (paper section 4, supplementary 7.2-7.3):
   beyond the last one), and sums it over types (Fisher's rule for independent tests). A type's
   normal extremes then weigh what their rarity says, whatever their size: a heavy-tailed type
   whose normal frames reach 1e6 training std adds as little as one whose normal frames reach 3;
+- ``conformal`` turns each type's frame score into -log10 of its conformal p-value against the
+  run's own training frames, (1 + #frames scoring higher) / (n + 1), growing only as log10 of the
+  distance beyond the highest training frame, and sums it over types (Fisher's rule). Each type's
+  evidence is then bounded by how rare the frame is among n training frames, so a type with a
+  heavy tail (MULDE's scores grow roughly as the fourth power of the distance from the data)
+  cannot outvote the others with one huge value; and the temporal smoothing that follows
+  averages rarities, not raw spikes. It needs no hold-out videos, and it is the default
+  (``scoring.combine``; measured in benchmarks/RESULTS.md);
 - object tables may first get tracklet smoothing (``tracks.py``) and derived track/position
   columns (``derived.py``), the same at training and test time (``prepare_tables``);
 - the result is smoothed over time per video with a 1-D Gaussian of ``smoothing_sigma`` frames.
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -54,6 +63,11 @@ class TypeStats:
     # over the 90th percentile (the exponential tail of the holdout_tail rule)
     held_quantiles: list[float] | None = None
     held_tail: float | None = None
+    # the conformal rule's curve on the training frames: z-scores (ascending), their surprise
+    # -log10 p, and the spread (max - 99th percentile) that scales the log tail beyond the max
+    train_z: list[float] | None = None
+    train_surprise: list[float] | None = None
+    train_spread: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,11 +87,47 @@ def type_stats(frame_scores: list[np.ndarray], row_scores: np.ndarray) -> TypeSt
     fill = float(np.min(row_scores)) if len(row_scores) else 0.0
     allf = np.concatenate([np.where(np.isfinite(f), f, fill) for f in frame_scores]) if frame_scores else np.zeros(1)
     std = float(np.std(allf))
-    return TypeStats(mean=float(np.mean(allf)), std=std if std > 1e-12 else 1.0, fill=fill,
-                     n_rows=int(len(row_scores)))
+    std = std if std > 1e-12 else 1.0
+    mean = float(np.mean(allf))
+    return TypeStats(mean=mean, std=std, fill=fill, n_rows=int(len(row_scores)),
+                     **conformal_curve((allf - mean) / std))
 
 
-COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max", "holdout_tail")
+CONFORMAL_POINTS = 100
+"""Points of the stored conformal curve, log-spaced in rank (dense where the p-values are small)."""
+
+
+def conformal_curve(z: np.ndarray) -> dict[str, Any]:
+    """The ``train_*`` fields of :class:`TypeStats`: the conformal surprise curve of training z-scores.
+
+    At a training value v the surprise is -log10((1 + #frames above v) / (n + 1)); values are kept
+    at ranks on a log grid from 1 to n (every one of the top ranks, where p-values are small).
+    """
+    srt = np.sort(np.asarray(z, np.float64)[np.isfinite(z)])
+    n = len(srt)
+    if not n:
+        return {"train_z": [0.0], "train_surprise": [0.0], "train_spread": 1.0}
+    ranks = np.round(np.geomspace(1, n, min(n, CONFORMAL_POINTS))).astype(int)
+    values = np.unique(srt[n - ranks])
+    above = n - np.searchsorted(srt, values, side="right")
+    spread = float(srt[-1] - np.quantile(srt, 0.99))
+    return {"train_z": [float(v) for v in values], "train_surprise": [float(v) for v in -np.log10((1.0 + above) / (n + 1.0))],
+            "train_spread": spread if spread > 1e-9 else max(float(np.std(srt)), 1.0)}
+
+
+def conformal_surprise(z: np.ndarray, st: TypeStats) -> np.ndarray:
+    """-log10 of the conformal p-value of each z-score against the training frames in ``st``, and
+    beyond the highest of them log10(1 + excess / spread) more, so order is kept without letting
+    one extreme value dominate a sum."""
+    z = np.asarray(z, np.float64)
+    xs, ys = np.asarray(st.train_z, np.float64), np.asarray(st.train_surprise, np.float64)
+    out = np.interp(z, xs, ys, left=0.0)
+    beyond = z > xs[-1]
+    out[beyond] = ys[-1] + np.log10(1.0 + (z[beyond] - xs[-1]) / float(st.train_spread))
+    return out
+
+
+COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal")
 HELD_QUANTILE = 0.99
 HELD_LEVELS = np.round(np.arange(0, 91) / 100, 2)  # body of the held-out distribution; above: the tail fit
 
@@ -125,6 +175,11 @@ def surprise(z: np.ndarray, quantiles: Sequence[float], tail: float) -> np.ndarr
 def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndarray:
     """One type's frame scores in the units a combine rule adds or compares."""
     z = (np.asarray(scores, np.float64) - st.mean) / st.std
+    if rule == "conformal":
+        if st.train_z is None:
+            raise InputError("combine rule 'conformal' needs each type's training-frame curve, and this run has "
+                             "none (trained by an older mulde); retrain, or pass --combine sum")
+        return conformal_surprise(z, st)
     if rule.startswith("holdout"):
         if st.held_center is None or st.held_scale is None or (rule == "holdout_tail" and st.held_quantiles is None):
             raise InputError(f"combine rule {rule!r} needs per-type statistics of held-out normal frames, and "
@@ -138,7 +193,7 @@ def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndar
 def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str = "sum") -> np.ndarray:
     """Standardise each type (training stats, or held-out normal frames for ``holdout_*``); with
     several, sum the z clipped at 0 (``sum``, ``holdout_sum``), take the max (``max``,
-    ``holdout_max``) or sum the surprises (``holdout_tail``)."""
+    ``holdout_max``) or sum the surprises (``holdout_tail``, ``conformal``)."""
     if rule not in COMBINE_RULES:
         raise InputError(f"unknown combine rule {rule!r} (scoring.combine); choose one of {', '.join(COMBINE_RULES)}")
     if len(per_type) == 1 and rule == "holdout_tail":  # one type: its linear units, no ties below the median
