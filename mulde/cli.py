@@ -178,6 +178,8 @@ def _add_features(p: argparse.ArgumentParser) -> None:
 
 
 def _add_detector(p: argparse.ArgumentParser) -> None:
+    from mulde.config import COMBINE_RULES
+
     g = p.add_argument_group("density model (detector.*; defaults: the paper's values)")
     g.add_argument("--detector", dest="detector.name", choices=["mulde", "gmm", "knn", "msma"],
                    help="density model (default: mulde)")
@@ -209,7 +211,7 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
                         "(default: none; evaluate/score reuse the run's value)")
     g.add_argument("--derived-window", dest="scoring.derived_window", type=int,
                    help="frames either side used by --derived track (default: 12)")
-    g.add_argument("--combine", dest="scoring.combine", choices=["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"],
+    g.add_argument("--combine", dest="scoring.combine", choices=COMBINE_RULES,
                    help="merging feature types: sum of clipped z-scores or their max; holdout_sum/max: z-scores "
                         "standardised on held-out normal frames; holdout_tail: sum of each type's surprise "
                         "(-log10 tail fraction) on held-out normal frames; conformal: sum of each type's "

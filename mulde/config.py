@@ -86,6 +86,11 @@ class DetectorSection:
     drop_weak_types: bool = True
 
 
+CombineRule = Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"]
+COMBINE_RULES: tuple[str, ...] = typing.get_args(CombineRule)
+"""How feature types are merged (``scoring.combine``; each rule is in mulde/pipeline/score.py)."""
+
+
 @dataclass
 class ScoringConfig:
     """smoothing_sigma: temporal Gaussian in frames (0 = off); track_window: object velocity
@@ -102,7 +107,7 @@ class ScoringConfig:
     # "conformal" sums -log10 of each type's conformal p-value against its own training frames).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
-    combine: Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"] = "conformal"
+    combine: CombineRule = "conformal"
 
 
 @dataclass

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from mulde.config import COMBINE_RULES
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
 
@@ -127,7 +128,6 @@ def conformal_surprise(z: np.ndarray, st: TypeStats) -> np.ndarray:
     return out
 
 
-COMBINE_RULES = ("sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal")
 HELD_QUANTILE = 0.99
 HELD_LEVELS = np.round(np.arange(0, 91) / 100, 2)  # body of the held-out distribution; above: the tail fit
 
