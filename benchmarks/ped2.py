@@ -148,12 +148,13 @@ def main() -> int:
     units = list(dopt.get("hidden") or preset.hidden)
     batch, steps, lr = (dopt.get("batch_size") or preset.batch_size, dopt.get("steps") or preset.steps,
                         dopt.get("lr") or preset.lr)
+    schedule, ema = dopt.get("lr_schedule") or preset.lr_schedule, dopt.get("ema_decay", preset.ema_decay)
     summary = [
         f"### {args.heading}" if args.heading else f"### Ped2, {mode}",
         "",
         f"Machine: {_cpu_name()}, {os.cpu_count()} cores; date {date.today()}; "
         f"command: `python benchmarks/ped2.py {' '.join(sys.argv[1:])}`; preset {args.preset} "
-        f"({units} units, batch {batch}, {steps} steps, lr {lr}); MULDE seeds "
+        f"({units} units, batch {batch}, {steps} steps, lr {lr} {schedule}, EMA {ema}); MULDE seeds "
         f"{args.seeds} (mean ± std), MSMA seed {args.seeds[0]}, GMM/kNN deterministic; smoothing σ = "
         f"{cfg.scoring.smoothing_sigma}. "
         f"Runtime: extraction {t_extract:.0f} s (0 when cached), models {t_models:.0f} s, total {total:.0f} s.",

@@ -529,7 +529,21 @@ def _normalise(cfg: RunConfig) -> RunConfig:
     if cfg.runtime.shard is not None:
         parse_shard(cfg.runtime.shard)
     cfg.extractor_name()  # validates the backbone
+    _check_detector_options(cfg)
     return cfg
+
+
+def _check_detector_options(cfg: RunConfig) -> None:
+    """Build the detector's config once so a bad value (``ema_decay=2``) fails before any work."""
+    from mulde.detector.base import make_config
+
+    conf = _component_configs("detector").get(str(cfg.detector.name).lower())
+    if conf is None:
+        return  # an unknown name gets its own error where the detector is made
+    try:
+        make_config(conf, None, cfg.component_kwargs("detector", cfg.detector.name))
+    except InputError as err:
+        raise InputError(f"detector options: {err}") from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -13,6 +13,8 @@ import yaml
 from mulde.cli import main
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
+from mulde.pipeline.evaluate import auc_metrics
+from mulde.pipeline.run import load_run
 from mulde.pipeline.score import (
     TypeStats,
     combine,
@@ -20,6 +22,7 @@ from mulde.pipeline.score import (
     frame_max,
     held_out_spread,
     prepare_tables,
+    smooth,
     surprise,
     type_stats,
 )
@@ -261,7 +264,17 @@ def test_combined_run_trains_evaluates_and_scores(combined, tmp_path):
                  "scoring.combine=conformal", "-q"]) == 0
     conf = pd.read_csv(tmp_path / "conf" / "scores.csv")
     assert np.isfinite(conf["score"]).all() and (conf["score"] >= 0).all()  # sums of -log10 p, p <= 1
-    assert json.loads((tmp_path / "conf" / "metrics.json").read_text())["combine"] == "conformal"
+    conf_metrics = json.loads((tmp_path / "conf" / "metrics.json").read_text())
+    assert conf_metrics["combine"] == "conformal"
+    # each type's AUC column is that type alone under the run's rule, smoothed like the total
+    stats = load_run(run).stats
+    sigma = conf_metrics["smoothing_sigma"]
+    for t in ("velocity", "flowgrid"):
+        per_video = {v: smooth(combine({t: g[f"score_{t}"].to_numpy()}, stats, "conformal"), sigma)
+                     for v, g in conf.groupby("video", sort=False)}
+        labels = {v: g["label"].to_numpy() for v, g in conf.groupby("video", sort=False)}
+        expected = auc_metrics(per_video, labels)["micro_auc"]
+        assert conf_metrics["per_type"][t]["micro_auc"] == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -81,6 +81,21 @@ def test_wrong_type_gives_one_line(how, tmp_path, capsys):
         assert ("--config" in line) == (how == "config") and ("--opt" in line) == (how == "opt")
 
 
+@pytest.mark.parametrize("opt,fragment", [("detector.ema_decay=2", "ema_decay must be in [0, 1)"),
+                                          ("detector.lr_schedule=cosin", "lr_schedule must be one of"),
+                                          ("detector.sigma_low=5", "sigma_low")])
+def test_a_bad_detector_value_fails_before_any_work(opt, fragment, tmp_path, capsys):
+    """Right type, wrong value: caught when the config resolves, not after feature extraction."""
+    with pytest.raises(InputError, match="detector options"):
+        resolve_config({"dataset": "folder", "root": str(tmp_path)}, opt=[tuple(opt.split("="))])
+    args = ["train", "--dataset", "folder", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "run"),
+            "--opt", opt, "-q"]
+    assert main(args) == 2
+    line = _error(capsys)
+    assert fragment in line and "missing" not in line  # the options are checked before the data
+    assert not (tmp_path / "run").exists()
+
+
 class _nothing:
     def __enter__(self):
         return self

@@ -210,6 +210,37 @@ def test_seeded_fit_is_deterministic_on_cpu(toy):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("schedule,decay", [("constant", 0.0), ("cosine", 0.0), ("cosine", 0.9)])
+def test_lr_schedule_and_weight_average_follow_their_formulas(schedule, decay):
+    """A constant unit gradient under Adam(β=0) moves p by -lr_t per step: the end point is the
+    sum of the schedule, and with ema_decay the warmed-up moving average of that path."""
+    import math
+
+    from mulde.detector.training import TrainSettings, train_dsm
+
+    p = torch.nn.Parameter(torch.zeros(3))
+
+    def step(x, eps, sigma):
+        p.grad = torch.ones(3)
+        return torch.tensor(1.0)
+
+    steps, lr = 40, 0.1
+    settings = TrainSettings(steps=steps, batch_size=4, lr=lr, adam_betas=(0.0, 0.0), sigma_low=0.1,
+                             sigma_high=1.0, lr_schedule=schedule, ema_decay=decay)
+    train_dsm([p], step, torch.zeros(8, 2), settings, torch.Generator().manual_seed(0), progress=False)
+    rates = [lr * (0.5 * (1 + math.cos(math.pi * t / steps)) if schedule == "cosine" else 1.0)
+             for t in range(steps)]
+    path = -np.cumsum(rates)
+    expected = path[-1]
+    if decay:
+        expected = 0.0
+        for t, value in enumerate(path):
+            expected += max(1 - decay, 9 / (t + 10)) * (value - expected)
+    np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-5)
+    if schedule == "cosine":
+        assert rates[-1] < 0.01 * lr and abs(expected) < lr * steps * 0.6  # annealed to ~0
+
+
 def test_constant_columns_do_not_produce_nan(toy):
     train, test, _ = toy
     X = np.hstack([train[:500], np.full((500, 1), 3.0, np.float32)])
@@ -321,6 +352,10 @@ def test_bad_input_errors(toy_model):
         MULDEConfig(level_spacing="log")
     with pytest.raises(InputError, match="conditioning must be one of log_sigma, sigma"):
         MULDE(conditioning="sqrt")
+    with pytest.raises(InputError, match=r"ema_decay must be in \[0, 1\)"):
+        MULDE(ema_decay=1.0)
+    with pytest.raises(InputError, match="lr_schedule must be one of constant, cosine"):
+        MULDEConfig(lr_schedule="step")
     with pytest.raises(InputError, match="unknown MULDE preset"):
         mulde_preset("huge")
     assert issubclass(InputError, ValueError)
@@ -331,6 +366,7 @@ def test_config_defaults_are_the_papers():
     assert c.hidden == (4096, 4096) and c.beta == 0.1 and c.n_levels == 16
     assert (c.sigma_low, c.sigma_high, c.lr, c.adam_betas, c.batch_size) == (
         1e-3, 1.0, 1e-4, (0.5, 0.9), 2048)
+    assert (c.lr_schedule, c.ema_decay) == ("constant", 0.0)  # the paper: fixed lr, last weights
     assert mulde_preset("cpu").hidden == (512, 512)
 
 

@@ -39,6 +39,10 @@ class MULDEConfig(NoiseModelConfig):
         ``geometric`` (evenly spaced in log σ, like the training draws); see ``level_grid``.
     conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
         authors' released code).
+    lr_schedule: ``constant`` (the paper) or ``cosine`` (annealed to zero by the last step).
+    ema_decay: > 0 ends training on the exponential moving average of the weights (as in
+        diffusion models); 0 keeps the last step's weights (the paper). Both are off in every
+        preset: measured in benchmarks/RESULTS.md (Ped2 seed spread down, synthetic scenes down).
     score_batch_size: features per scoring batch (each evaluated at all L levels).
     log_every: steps between host syncs that record losses and update the progress bar.
     """

@@ -33,7 +33,13 @@ from mulde.detector.base import (
 )
 from mulde.detector.dsm import StepFn
 from mulde.detector.network import CONDITIONINGS, NoiseConditionedMLP, init_network
-from mulde.detector.training import TrainSettings, evaluate_loss, resolve_steps, train_dsm
+from mulde.detector.training import (
+    LR_SCHEDULES,
+    TrainSettings,
+    evaluate_loss,
+    resolve_steps,
+    train_dsm,
+)
 from mulde.device import resolve_device
 from mulde.errors import InputError
 
@@ -56,6 +62,10 @@ def check_noise_config(cfg: Any) -> None:
         raise InputError(f"epochs must be > 0 (or None to use steps), got {cfg.epochs}")
     if cfg.lr <= 0:
         raise InputError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise InputError(f"ema_decay must be in [0, 1) (0 = off), got {cfg.ema_decay}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.level_spacing not in LEVEL_SPACINGS:
         raise InputError(f"level_spacing must be one of {', '.join(LEVEL_SPACINGS)}, "
                          f"got {cfg.level_spacing!r}")
@@ -107,6 +117,8 @@ class NoiseModelConfig:
     tf32: bool = True
     compile: bool = False
     holdout: float = 0.0
+    lr_schedule: str = "constant"
+    ema_decay: float = 0.0
     score_batch_size: int = 256
     log_every: int = 50
 
@@ -167,6 +179,8 @@ class NoiseConditionedDetector(Detector):
             sigma_low=cfg.sigma_low,
             sigma_high=cfg.sigma_high,
             log_every=cfg.log_every,
+            lr_schedule=cfg.lr_schedule,
+            ema_decay=cfg.ema_decay,
         )
         self.device_ = device
         self.n_features_in_ = int(X.shape[1])

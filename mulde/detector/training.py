@@ -32,6 +32,12 @@ class TrainSettings:
     sigma_low: float
     sigma_high: float
     log_every: int = 50
+    lr_schedule: str = "constant"
+    ema_decay: float = 0.0
+
+
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning rate over training: fixed (the paper) or cosine-annealed to zero."""
 
 
 def sample_sigma(
@@ -61,12 +67,17 @@ def train_dsm(
     """Run ``settings.steps`` Adam steps of ``step_fn`` on random batches of ``X``.
 
     Returns the per-step losses. Raises :class:`TrainingDiverged` on a NaN/inf loss.
+    With ``ema_decay`` > 0 the parameters end as the exponential moving average of their
+    trajectory (as in diffusion models), which averages out where the last Adam step landed.
     """
     device = X.device
     n, d = X.shape
     batch = min(settings.batch_size, n)
     fused = device.type in ("cpu", "cuda")
     opt = torch.optim.Adam(params, lr=settings.lr, betas=settings.adam_betas, fused=fused)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.steps)
+             if settings.lr_schedule == "cosine" else None)
+    ema = [p.detach().clone() for p in params] if settings.ema_decay > 0 else None
     losses = torch.zeros(settings.steps, device=device)
     history: list[float] = []
     bar = tqdm(total=settings.steps, desc=desc, disable=not progress, leave=False)
@@ -78,6 +89,12 @@ def train_dsm(
             sigma = sample_sigma(batch, settings.sigma_low, settings.sigma_high, generator, device)
             losses[step] = step_fn(x, eps, sigma)
             opt.step()
+            if sched is not None:
+                sched.step()
+            if ema is not None:
+                # Warm-up (decay min(d, (1+t)/(10+t))): short runs do not keep the init's weights.
+                weight = max(1.0 - settings.ema_decay, 9.0 / (step + 10))
+                torch._foreach_lerp_(ema, [p.detach() for p in params], weight)
             done = step + 1
             if done % settings.log_every == 0 or done == settings.steps:
                 chunk = losses[len(history):done].tolist()  # the only host sync
@@ -91,6 +108,10 @@ def train_dsm(
                 bar.set_postfix(loss=f"{sum(chunk) / len(chunk):.4g}")
     finally:
         bar.close()
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     return history
 
 

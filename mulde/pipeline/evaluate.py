@@ -74,7 +74,7 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
             labels[item.video_id] = item.labels.astype(np.int64)
             frame_rows["label"] = item.labels
         for t, s in per_type.items():
-            per_type_smoothed[t][item.video_id] = smooth(combine({t: s}, run.stats), sigma)
+            per_type_smoothed[t][item.video_id] = smooth(combine({t: s}, run.stats, cfg.scoring.combine), sigma)
         frame_rows.update({f"score_{t}": s for t, s in per_type.items()})
         rows.append(pd.DataFrame(frame_rows))
     unlabelled = [v for v in combined if v not in labels]

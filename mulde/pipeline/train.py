@@ -80,7 +80,7 @@ def training_profile(items: list, fps: float | None, limit: int = 16) -> dict[st
 def _describe(cfg: RunConfig, det: Any) -> str:
     conf = getattr(det, "config", None)
     parts = [f"preset {cfg.detector.preset}"]
-    for name in ("hidden", "batch_size", "steps", "lr"):
+    for name in ("hidden", "batch_size", "steps", "lr", "lr_schedule", "ema_decay"):
         if hasattr(conf, name):
             parts.append(f"{name} {getattr(conf, name)}")
     return ", ".join(parts)
