@@ -102,9 +102,10 @@ def _alone(run_dir: Path) -> dict[str, dict]:
     run = load_run(run_dir, device="cpu")
     frame = pd.read_csv(run_dir / "eval" / "scores.csv")
     sigma = float(run.config["scoring"]["smoothing_sigma"] or 0)
+    rule = run.config["scoring"]["combine"]
     out = {}
     for t in run.feature_types:
-        scores = {v: smooth(combine({t: g[f"score_{t}"].to_numpy()}, run.stats), sigma)
+        scores = {v: smooth(combine({t: g[f"score_{t}"].to_numpy()}, run.stats, rule), sigma)
                   for v, g in frame.groupby("video", sort=False)}
         labels = {v: g["label"].to_numpy().astype(int) for v, g in frame.groupby("video", sort=False)}
         out[f"{t} alone"] = auc_metrics(scores, labels)

@@ -87,9 +87,9 @@ def test_type_stats_and_combine():
     st = type_stats([np.array([1.0, 3.0, np.inf])], np.array([1.0, 3.0, 0.5]))
     assert st.fill == 0.5 and st.mean == pytest.approx(1.5)
     stats = {"a": TypeStats(0.0, 1.0, 0.0, 1), "b": TypeStats(10.0, 2.0, 0.0, 1)}
-    one = combine({"a": np.array([-1.0, 2.0])}, stats)
+    one = combine({"a": np.array([-1.0, 2.0])}, stats, "sum")
     np.testing.assert_allclose(one, [-1.0, 2.0])  # a single type is not clipped
-    two = combine({"a": np.array([-1.0, 2.0]), "b": np.array([14.0, 6.0])}, stats)
+    two = combine({"a": np.array([-1.0, 2.0]), "b": np.array([14.0, 6.0])}, stats, "sum")
     np.testing.assert_allclose(two, [0.0 + 2.0, 2.0 + 0.0])
 
 

@@ -77,7 +77,8 @@ def train_dsm(
     opt = torch.optim.Adam(params, lr=settings.lr, betas=settings.adam_betas, fused=fused)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.steps)
              if settings.lr_schedule == "cosine" else None)
-    ema = [p.detach().clone() for p in params] if settings.ema_decay > 0 else None
+    live = [p.detach() for p in params]  # views: they follow every optimizer step
+    ema = [p.clone() for p in live] if settings.ema_decay > 0 else None
     losses = torch.zeros(settings.steps, device=device)
     history: list[float] = []
     bar = tqdm(total=settings.steps, desc=desc, disable=not progress, leave=False)
@@ -94,7 +95,7 @@ def train_dsm(
             if ema is not None:
                 # Warm-up (decay min(d, (1+t)/(10+t))): short runs do not keep the init's weights.
                 weight = max(1.0 - settings.ema_decay, 9.0 / (step + 10))
-                torch._foreach_lerp_(ema, [p.detach() for p in params], weight)
+                torch._foreach_lerp_(ema, live, weight)
             done = step + 1
             if done % settings.log_every == 0 or done == settings.steps:
                 chunk = losses[len(history):done].tolist()  # the only host sync
@@ -109,9 +110,7 @@ def train_dsm(
     finally:
         bar.close()
     if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(params, ema):
-                p.copy_(e)
+        torch._foreach_copy_(live, ema)
     return history
 
 

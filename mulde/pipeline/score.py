@@ -172,7 +172,7 @@ def surprise(z: np.ndarray, quantiles: Sequence[float], tail: float) -> np.ndarr
     return out
 
 
-def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndarray:
+def standardise(scores: np.ndarray, st: TypeStats, rule: str) -> np.ndarray:
     """One type's frame scores in the units a combine rule adds or compares."""
     z = (np.asarray(scores, np.float64) - st.mean) / st.std
     if rule == "conformal":
@@ -190,10 +190,11 @@ def standardise(scores: np.ndarray, st: TypeStats, rule: str = "sum") -> np.ndar
     return z
 
 
-def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str = "sum") -> np.ndarray:
+def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str) -> np.ndarray:
     """Standardise each type (training stats, or held-out normal frames for ``holdout_*``); with
     several, sum the z clipped at 0 (``sum``, ``holdout_sum``), take the max (``max``,
-    ``holdout_max``) or sum the surprises (``holdout_tail``, ``conformal``)."""
+    ``holdout_max``) or sum the surprises (``holdout_tail``, ``conformal``). ``rule`` has no
+    default: every caller passes the run's ``scoring.combine``."""
     if rule not in COMBINE_RULES:
         raise InputError(f"unknown combine rule {rule!r} (scoring.combine); choose one of {', '.join(COMBINE_RULES)}")
     if len(per_type) == 1 and rule == "holdout_tail":  # one type: its linear units, no ties below the median
