@@ -83,7 +83,8 @@ def test_wrong_type_gives_one_line(how, tmp_path, capsys):
 
 @pytest.mark.parametrize("opt,fragment", [("detector.ema_decay=2", "ema_decay must be in [0, 1)"),
                                           ("detector.lr_schedule=cosin", "lr_schedule must be one of"),
-                                          ("detector.sigma_low=5", "sigma_low")])
+                                          ("detector.sigma_low=5", "sigma_low"),
+                                          ("detector.readout=nll", "readout must be one of gmm, mean")])
 def test_a_bad_detector_value_fails_before_any_work(opt, fragment, tmp_path, capsys):
     """Right type, wrong value: caught when the config resolves, not after feature extraction."""
     with pytest.raises(InputError, match="detector options"):

@@ -131,24 +131,31 @@ def test_level_grid_spacings():
 
 def test_options_fit_save_load_and_old_files_keep_log_sigma(tmp_path, toy):
     train, test, _ = toy
-    m = MULDE(steps=30, level_spacing="geometric", conditioning="sigma", **TOY).fit(
+    m = MULDE(steps=30, level_spacing="geometric", conditioning="sigma", readout="mean", **TOY).fit(
         train[:800], progress=False)
     assert m.net_.conditioning == "sigma"
+    # the mean readout: levels standardised on the training rows, averaged
+    levels = m.log_density(test[:20])
+    z = (levels - m.level_mean_) / m.level_std_
+    np.testing.assert_allclose(m.score_samples(test[:20]), z.mean(axis=1))
+    np.testing.assert_allclose(m.level_mean_, m.log_density(train[:800]).mean(0), rtol=1e-10)
     np.testing.assert_allclose(m.sigmas_, np.geomspace(1e-3, 1.0, 16))
     path = m.save(tmp_path / "opt.safetensors")
     back = MULDE.load(path)
     assert back.config.conditioning == "sigma" and back.net_.conditioning == "sigma"
+    assert back.config.readout == "mean"
     np.testing.assert_array_equal(back.score_samples(test[:20]), m.score_samples(test[:20]))
     # a file from before the options existed has neither key: it was trained on log σ
     old = MULDE(steps=5, **TOY).fit(train[:300], progress=False)
     path = old.save(tmp_path / "old.safetensors")
     with safe_open(str(path), framework="pt") as fh:
         header = json.loads(fh.metadata()["mulde"])
-    for key in ("conditioning", "level_spacing"):
+    for key in ("conditioning", "level_spacing", "readout"):
         header["config"].pop(key)
     _rewrite_header(path, config=header["config"])
     back = MULDE.load(path)
     assert back.net_.conditioning == "log_sigma" and back.config.level_spacing == "linear"
+    assert back.config.readout == "gmm"
     np.testing.assert_array_equal(back.score_samples(test[:20]), old.score_samples(test[:20]))
 
 
@@ -354,6 +361,8 @@ def test_bad_input_errors(toy_model):
         MULDE(conditioning="sqrt")
     with pytest.raises(InputError, match=r"ema_decay must be in \[0, 1\)"):
         MULDE(ema_decay=1.0)
+    with pytest.raises(InputError, match="readout must be one of gmm, mean, max, median"):
+        MULDE(readout="nll")
     with pytest.raises(InputError, match="lr_schedule must be one of constant, cosine"):
         MULDEConfig(lr_schedule="step")
     with pytest.raises(InputError, match="unknown MULDE preset"):
@@ -367,6 +376,7 @@ def test_config_defaults_are_the_papers():
     assert (c.sigma_low, c.sigma_high, c.lr, c.adam_betas, c.batch_size) == (
         1e-3, 1.0, 1e-4, (0.5, 0.9), 2048)
     assert (c.lr_schedule, c.ema_decay) == ("constant", 0.0)  # the paper: fixed lr, last weights
+    assert c.readout == "gmm"  # the paper: GMM negative log-likelihood of the L-vector
     assert mulde_preset("cpu").hidden == (512, 512)
 
 

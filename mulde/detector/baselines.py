@@ -238,6 +238,6 @@ class MSMADetector(NoiseConditionedDetector):
     def _make_step(self, net: NoiseConditionedMLP, device: torch.device) -> StepFn:
         return autograd_step(net, msma_loss, autocast=self.config.amp and device.type == "cuda")
 
-    def _readout(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    def _level_values(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         return out.float().norm(dim=-1) * sigmas
 

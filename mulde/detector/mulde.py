@@ -40,6 +40,8 @@ class MULDEConfig(NoiseModelConfig):
     conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
         authors' released code).
     lr_schedule: ``constant`` (the paper) or ``cosine`` (annealed to zero by the last step).
+    readout: ``gmm`` (the paper: negative log-likelihood of the L-vector under the fitted GMM) or
+        ``mean`` / ``max`` / ``median`` of the levels standardised on the training rows.
     ema_decay: > 0 ends training on the exponential moving average of the weights (as in
         diffusion models); 0 keeps the last step's weights (the paper). Both are off in every
         preset: measured in benchmarks/RESULTS.md (Ped2 seed spread down, synthetic scenes down).
@@ -83,6 +85,6 @@ class MULDE(NoiseConditionedDetector):
             return autograd_step(net, loss, autocast=True)
         return MuldeLossGrad(net, self.config.beta)
 
-    def _readout(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    def _level_values(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         return out
 

@@ -69,10 +69,16 @@ def check_noise_config(cfg: Any) -> None:
     if cfg.level_spacing not in LEVEL_SPACINGS:
         raise InputError(f"level_spacing must be one of {', '.join(LEVEL_SPACINGS)}, "
                          f"got {cfg.level_spacing!r}")
+    if cfg.readout not in READOUTS:
+        raise InputError(f"readout must be one of {', '.join(READOUTS)}, got {cfg.readout!r}")
     if cfg.conditioning not in CONDITIONINGS:
         raise InputError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, "
                          f"got {cfg.conditioning!r}")
 
+
+READOUTS = ("gmm", "mean", "max", "median")
+"""How the L-vector becomes one score: the paper's GMM negative log-likelihood, or the mean / max /
+median of the levels standardised on the training rows (the paper's supp. 7.3 alternatives)."""
 
 LEVEL_SPACINGS = ("linear", "geometric")
 """How the L scoring levels fill [σ_low, σ_high]: evenly (the paper) or evenly in log σ."""
@@ -119,6 +125,7 @@ class NoiseModelConfig:
     holdout: float = 0.0
     lr_schedule: str = "constant"
     ema_decay: float = 0.0
+    readout: str = "gmm"
     score_batch_size: int = 256
     log_every: int = 50
 
@@ -150,7 +157,7 @@ class NoiseConditionedDetector(Detector):
     def _make_step(self, net: NoiseConditionedMLP, device: torch.device) -> StepFn:
         raise NotImplementedError
 
-    def _readout(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    def _level_values(self, out: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
         """Network output at all levels (n, L[, d]) -> the per-level L-vector (n, L)."""
         raise NotImplementedError
 
@@ -217,7 +224,7 @@ class NoiseConditionedDetector(Detector):
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
             for start in range(0, len(x_std), cfg.score_batch_size):
                 chunk = x_std[start:start + cfg.score_batch_size].to(device)
-                vals = self._readout(self.net_.forward_levels(chunk, sig), sig)
+                vals = self._level_values(self.net_.forward_levels(chunk, sig), sig)
                 out.append(vals.float().cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
@@ -236,8 +243,11 @@ class NoiseConditionedDetector(Detector):
             return self._levels(self._standardised(X), grid)
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Anomaly score (n,): GMM negative log-likelihood of the L-vector; higher = anomalous."""
-        return gmm_nll(self.gmm_, self.log_density(X))
+        """Anomaly score (n,), higher = anomalous: the GMM negative log-likelihood of the L-vector,
+        or the ``readout`` aggregate of its standardised levels."""
+        if self.config.readout == "gmm":
+            return gmm_nll(self.gmm_, self.log_density(X))
+        return self.score_aggregates(X)[self.config.readout]
 
     def score_aggregates(self, X: Any) -> dict[str, np.ndarray]:
         """Max / mean / median over levels of per-level values standardised on training data."""
@@ -268,7 +278,7 @@ class NoiseConditionedDetector(Detector):
         header, t = read_model_file(path, cls.kind)
         with model_file_errors(path):
             # files written before these options existed used log σ and the linear grid
-            saved = {"conditioning": "log_sigma", "level_spacing": "linear", **header["config"]}
+            saved = {"conditioning": "log_sigma", "level_spacing": "linear", "readout": "gmm", **header["config"]}
             cfg = config_from_dict(cls.config_class, saved)
             self = cls(cfg)
             d = int(header["n_features"])
