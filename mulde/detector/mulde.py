@@ -40,11 +40,11 @@ class MULDEConfig(NoiseModelConfig):
     conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
         authors' released code).
     lr_schedule: ``constant`` (the paper) or ``cosine`` (annealed to zero by the last step).
-    readout: ``gmm`` (the paper: negative log-likelihood of the L-vector under the fitted GMM) or
-        ``mean`` / ``max`` / ``median`` of the levels standardised on the training rows.
     ema_decay: > 0 ends training on the exponential moving average of the weights (as in
         diffusion models); 0 keeps the last step's weights (the paper). Both are off in every
         preset: measured in benchmarks/RESULTS.md (Ped2 seed spread down, synthetic scenes down).
+    readout: ``gmm`` (the paper: negative log-likelihood of the L-vector under the fitted GMM) or
+        ``mean`` / ``max`` / ``median`` of the levels standardised on the training rows.
     score_batch_size: features per scoring batch (each evaluated at all L levels).
     log_every: steps between host syncs that record losses and update the progress bar.
     """

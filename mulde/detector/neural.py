@@ -277,7 +277,7 @@ class NoiseConditionedDetector(Detector):
         """Read a file written by :meth:`save`; ``device`` overrides the saved one."""
         header, t = read_model_file(path, cls.kind)
         with model_file_errors(path):
-            # files written before these options existed used log σ and the linear grid
+            # files written before these options existed used log σ, the linear grid and the GMM readout
             saved = {"conditioning": "log_sigma", "level_spacing": "linear", "readout": "gmm", **header["config"]}
             cfg = config_from_dict(cls.config_class, saved)
             self = cls(cfg)
