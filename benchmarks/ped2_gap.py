@@ -28,15 +28,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
-from sklearn.mixture import GaussianMixture
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mulde.config import resolve_config  # noqa: E402
+from mulde.detector.base import fit_gmm, gmm_nll  # noqa: E402
 from mulde.pipeline.evaluate import auc_metrics  # noqa: E402
 from mulde.pipeline.extract import build_extractors, cache_for, load_tables, open_dataset  # noqa: E402
 from mulde.pipeline.score import combine, frame_max, smooth, standardise, type_stats  # noqa: E402
@@ -45,36 +46,34 @@ from mulde.pipeline.train import make_configured_detector  # noqa: E402
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ucsd_ped2"
 CALIBRATED = 1 / np.log(10)  # mean of -log10 U for U uniform: exchangeable frames
 
-Readout = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Readout = Callable[[Any, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(fitted MULDE, training L-vectors, test L-vectors) -> (training row scores, test row scores)."""
 
 
-def gmm_readout(k: int = 1, cov: str = "full", min_sigma: float = 0.0, sigmas: np.ndarray | None = None) -> Readout:
-    def read(ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keep = sigmas >= min_sigma if sigmas is not None else slice(None)
-        g = GaussianMixture(k, covariance_type=cov, reg_covar=1e-6, random_state=0).fit(ltr[:, keep])
-        return -g.score_samples(ltr[:, keep]), -g.score_samples(lte[:, keep])
+def detector_readout(name: str | None = None) -> Readout:
+    """The detector's own readout (``score_levels``): its fitted GMM, or ``name`` (mean, max, median)."""
+    return lambda det, ltr, lte: (det.score_levels(ltr, name), det.score_levels(lte, name))
+
+
+def gmm_readout(k: int = 1, cov: str = "full", min_sigma: float = 0.0) -> Readout:
+    """A GMM refitted on the training L-vectors (levels σ >= ``min_sigma`` only)."""
+    def read(det: Any, ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = det.sigmas_ >= min_sigma
+        g = fit_gmm(ltr[:, keep], k, cov, det.config.gmm_reg_covar, det.config.seed)
+        return gmm_nll(g, ltr[:, keep]), gmm_nll(g, lte[:, keep])
     return read
 
 
-def standardised_levels(ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m, s = ltr.mean(0), np.maximum(ltr.std(0), 1e-12)
-    return (ltr - m) / s, (lte - m) / s
-
-
-def mean_readout(ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ztr, zte = standardised_levels(ltr, lte)
-    return ztr.mean(1), zte.mean(1)
-
-
-def pc1_readout(ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ztr, zte = standardised_levels(ltr, lte)
+def pc1_readout(det: Any, ltr: np.ndarray, lte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projection of the standardised levels on their first principal direction."""
+    ztr, zte = ((x - det.level_mean_) / det.level_std_ for x in (ltr, lte))
     w, v = np.linalg.eigh(np.cov(ztr.T))
     d = v[:, -1] * np.sign(v[:, -1].sum())  # oriented so that a larger f (less likely) scores higher
     return ztr @ d, zte @ d
 
 
 def level_readout(j: int) -> Readout:
-    return lambda ltr, lte: (ltr[:, j], lte[:, j])
+    return lambda det, ltr, lte: (ltr[:, j], lte[:, j])
 
 
 class Split:
@@ -149,26 +148,26 @@ def main() -> int:
     results: dict[str, list] = {}
     swaps: dict[str, list[float]] = {}
     for seed in args.seeds:
-        levels, sigmas = {}, None
+        dets, levels = {}, {}
         for t in types:
-            det = make_configured_detector(resolve_config({**base, "detector": "mulde", "seed": seed}))
-            det.fit(train.values[t], progress=False)
-            levels[t] = (det.log_density(train.values[t]), det.log_density(test.values[t]))
-            sigmas = det.sigmas_
+            dets[t] = make_configured_detector(resolve_config({**base, "detector": "mulde", "seed": seed}))
+            dets[t].fit(train.values[t], progress=False)
+            levels[t] = (dets[t].log_density(train.values[t]), dets[t].log_density(test.values[t]))
+        sigmas = dets[types[0]].sigmas_
         j04 = int(np.argmin(np.abs(sigmas - 0.4)))
         readouts: dict[str, Readout] = {
-            "L-vector GMM, 1 component (paper; default)": gmm_readout(),
+            "L-vector GMM, 1 component (paper; default)": detector_readout("gmm"),
             "L-vector GMM, 3 components": gmm_readout(3),
             "L-vector GMM, 5 components": gmm_readout(5),
             "L-vector GMM, diagonal": gmm_readout(cov="diag"),
-            "L-vector GMM, levels σ >= 0.05": gmm_readout(min_sigma=0.05, sigmas=sigmas),
-            "L-vector GMM, levels σ >= 0.4": gmm_readout(min_sigma=0.4, sigmas=sigmas),
-            "mean of standardised levels": mean_readout,
+            "L-vector GMM, levels σ >= 0.05": gmm_readout(min_sigma=0.05),
+            "L-vector GMM, levels σ >= 0.4": gmm_readout(min_sigma=0.4),
+            "mean of standardised levels": detector_readout("mean"),
             "first principal direction of the levels": pc1_readout,
             f"one level, σ = {sigmas[j04]:.2f}": level_readout(j04),
         }
         for name, read in readouts.items():
-            rows = {t: read(*levels[t]) for t in types}
+            rows = {t: read(dets[t], *levels[t]) for t in types}
             results.setdefault(name, []).append(evaluate(train, test, rows, rule, sigma))
             if name.endswith("(paper; default)"):
                 for r in range(len(types) + 1):

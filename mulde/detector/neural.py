@@ -76,7 +76,13 @@ def check_noise_config(cfg: Any) -> None:
                          f"got {cfg.conditioning!r}")
 
 
-READOUTS = ("gmm", "mean", "max", "median")
+_AGGREGATES = {
+    "mean": lambda z: z.mean(axis=1),
+    "max": lambda z: z.max(axis=1),
+    "median": lambda z: np.median(z, axis=1),
+}
+
+READOUTS = ("gmm", *_AGGREGATES)
 """How the L-vector becomes one score: the paper's GMM negative log-likelihood, or the mean / max /
 median of the levels standardised on the training rows (the paper's supp. 7.3 alternatives)."""
 
@@ -243,16 +249,23 @@ class NoiseConditionedDetector(Detector):
             return self._levels(self._standardised(X), grid)
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Anomaly score (n,), higher = anomalous: the GMM negative log-likelihood of the L-vector,
-        or the ``readout`` aggregate of its standardised levels."""
-        if self.config.readout == "gmm":
-            return gmm_nll(self.gmm_, self.log_density(X))
-        return self.score_aggregates(X)[self.config.readout]
+        """Anomaly score (n,), higher = anomalous: the configured ``readout`` of the L-vectors."""
+        return self.score_levels(self.log_density(X))
+
+    def score_levels(self, levels: np.ndarray, readout: str | None = None) -> np.ndarray:
+        """L-vectors (n, L) at the fitted grid -> scores: the GMM negative log-likelihood (``gmm``)
+        or the mean / max / median of the levels standardised on the training rows."""
+        readout = readout or self.config.readout
+        if readout == "gmm":
+            return gmm_nll(self.gmm_, levels)
+        if readout not in _AGGREGATES:
+            raise InputError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+        return _AGGREGATES[readout]((np.asarray(levels, np.float64) - self.level_mean_) / self.level_std_)
 
     def score_aggregates(self, X: Any) -> dict[str, np.ndarray]:
         """Max / mean / median over levels of per-level values standardised on training data."""
-        z = (self.log_density(X) - self.level_mean_) / self.level_std_
-        return {"max": z.max(axis=1), "mean": z.mean(axis=1), "median": np.median(z, axis=1)}
+        levels = self.log_density(X)
+        return {name: self.score_levels(levels, name) for name in _AGGREGATES}
 
     # -- persistence -------------------------------------------------------------------------
 
