@@ -2,13 +2,16 @@
 
     python benchmarks/combine_kinds.py [--variants demo perspective small] [--seeds 0]
                                        [--rules sum max holdout_sum holdout_max] [--steps 1000]
+                                       [--crossfit-folds 0 4]
 
 Each variant (``benchmarks/demo_kinds.py``: the demo scene, strong perspective with small
 objects, small objects) stands in for a scene the defaults were not chosen on. Per variant and
 seed, one run models the demo's object velocity rows and the flow-grid frame feature
 (``extractor.frame_features: [flowgrid]``), with the default calibration hold-out; every combine
-rule is then applied to the same run's per-type frame scores (no retraining). Each test video
-holds one anomaly kind, so its per-video AUC is that kind's figure.
+rule is then applied to the same run's per-type frame scores (no retraining). With several
+``--crossfit-folds`` values there is one run per value (``scoring.crossfit_folds``: the flow-grid
+type's statistics from videos a model did not see), and the rows name it. Each test video holds
+one anomaly kind, so its per-video AUC is that kind's figure.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rules", nargs="+", default=["sum", "max", "holdout_sum", "holdout_max"])
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--crossfit-folds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "combine-kinds"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -62,21 +66,24 @@ def main() -> int:
     for variant in args.variants:
         for seed in args.seeds:
             base, data, manifest = render_scene(args.out, variant, seed)
-            opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed, "device": "cpu",
-                    "steps": args.steps, "frame_features": ["flowgrid"], "feature_types": ["velocity", "flowgrid"]}
-            cfg = resolve_config(opts)
-            ds = open_dataset(cfg)
-            for extractor in build_extractors(cfg):
-                for split in ("train", "test"):
-                    extract_split(ds, split, extractor, cache_for(cfg), progress=False)
-            run_dir = base / "run"
-            train_run(cfg, run_dir, progress=False)
-            m = evaluate_run(run_dir, progress=False, plots=False)
-            named = {**_alone(run_dir), **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
-            for name, met in named.items():
-                rows.setdefault((variant, name), []).append(
-                    (met["micro_auc"], met["macro_auc"], kind_auc(met["per_video_auc"], manifest)))
-                print(variant, seed, name, f"{100 * met['micro_auc']:.1f}", flush=True)
+            for folds in args.crossfit_folds:
+                opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed,
+                        "device": "cpu", "steps": args.steps, "frame_features": ["flowgrid"],
+                        "feature_types": ["velocity", "flowgrid"], "scoring.crossfit_folds": folds}
+                cfg = resolve_config(opts)
+                ds = open_dataset(cfg)
+                for extractor in build_extractors(cfg):
+                    for split in ("train", "test"):
+                        extract_split(ds, split, extractor, cache_for(cfg), progress=False)
+                run_dir = base / f"run-crossfit{folds}"
+                train_run(cfg, run_dir, progress=False)
+                m = evaluate_run(run_dir, progress=False, plots=False)
+                named = {**_alone(run_dir), **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
+                tag = f", crossfit {folds}" if len(args.crossfit_folds) > 1 else ""
+                for name, met in named.items():
+                    rows.setdefault((variant, name + tag), []).append(
+                        (met["micro_auc"], met["macro_auc"], kind_auc(met["per_video_auc"], manifest)))
+                    print(variant, seed, name + tag, f"{100 * met['micro_auc']:.1f}", flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}, {os.cpu_count()} cores, `python benchmarks/combine_kinds.py {' '.join(sys.argv[1:])}`, "
           f"{time.perf_counter() - t0:.0f} s; MULDE cpu preset, {args.steps} steps, seeds {args.seeds} (mean)\n")

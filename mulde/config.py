@@ -105,9 +105,13 @@ class ScoringConfig:
     # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
     # sums each type's surprise, -log10 of the fraction of those frames that score higher;
     # "conformal" sums -log10 of each type's conformal p-value against its own training frames).
+    # crossfit_folds: K >= 2 gives each type that extractor.frame_features adds to a run of
+    # several types its statistics from training videos a model did not see: K more models per
+    # such type, each fitted without one of K folds of the videos (0 = off, the default).
     derived: tuple[Literal["track", "position"], ...] = ()
     derived_window: int = 12
     combine: CombineRule = "conformal"
+    crossfit_folds: int = 0
 
 
 @dataclass
@@ -529,6 +533,8 @@ def _normalise(cfg: RunConfig) -> RunConfig:
     if cfg.runtime.shard is not None:
         parse_shard(cfg.runtime.shard)
     cfg.extractor_name()  # validates the backbone
+    if cfg.scoring.crossfit_folds < 0 or cfg.scoring.crossfit_folds == 1:
+        raise InputError(f"scoring.crossfit_folds = {cfg.scoring.crossfit_folds}: use 0 (off) or a number of folds >= 2")
     _check_detector_options(cfg)
     return cfg
 

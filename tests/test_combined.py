@@ -146,6 +146,28 @@ def test_conformal_keeps_a_type_with_huge_normal_spikes_from_outvoting_the_other
         combine({"a": np.zeros(3)}, {"a": _stats(0.0, 1.0)}, "conformal")
 
 
+@pytest.mark.parametrize("folds", [2, 5])
+def test_out_of_fold_frames_come_from_models_that_did_not_see_the_video(folds):
+    # five videos far apart: a nearest-neighbour model scores its own training rows 0 and a video
+    # it did not see at the (standardised) distance to another video's rows
+    from mulde.config import resolve_config
+    from mulde.detector.registry import make_detector
+    from mulde.pipeline.train import _out_of_fold_frames
+
+    rng = np.random.default_rng(0)
+    tables = [FeatureTable(frame_idx=np.arange(20 + v), values=10.0 * v + rng.uniform(0, 0.5, (20 + v, 3)),
+                           meta={"n_frames": 20 + v, "feature_type": "flowgrid"}) for v in range(5)]
+    cfg = resolve_config({"detector": "knn", "device": "cpu"})
+    frames = _out_of_fold_frames(cfg, tables, "flowgrid", folds, progress=False)
+    assert [len(f) for f in frames] == [20, 21, 22, 23, 24]
+    assert min(f.min() for f in frames) > 0.5
+    seen = make_detector("knn").fit(np.concatenate([t.values for t in tables]))
+    assert max(seen.score_samples(t.values).max() for t in tables) < 0.1
+    again = _out_of_fold_frames(cfg, tables, "flowgrid", folds, progress=False)
+    for a, b in zip(frames, again):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_boxless_frame_table_scores_per_frame_and_passes_track_and_derived_steps_untouched():
     frame = FeatureTable(frame_idx=np.arange(5), values=np.arange(10, dtype=np.float32).reshape(5, 2),
                          meta={"n_frames": 5, "feature_type": "flowgrid"})
@@ -319,3 +341,22 @@ def test_without_refit_the_held_out_statistics_are_the_run_models_own(combined):
     assert main(["evaluate", "--model", str(run), "-q"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["combine"] == "holdout_tail" and 0.0 <= metrics["micro_auc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_only_the_frame_level_type_is_cross_fitted(combined, caplog):
+    # The fixture's run has cross-fitting off (the default); with 4 folds (3: the run has 3
+    # videos, the probe 2) the flowgrid statistics come from videos a model did not see and the
+    # velocity statistics stay those of its training rows.
+    root, _, common, run = combined
+    fitted = root / "run-crossfit"
+    with caplog.at_level("INFO", logger="mulde.pipeline.train"):
+        assert main(["train", *common, "--preset", "test", "--steps", "40", "--combine", "holdout_sum",
+                     "--opt", "scoring.crossfit_folds=4", "--out", str(fitted), "-q"]) == 0
+    assert "flowgrid: statistics from 3 models" in caplog.text and "velocity: statistics" not in caplog.text
+    on, off = (json.loads((r / "run.json").read_text())["stats"] for r in (fitted, run))
+    assert on["velocity"] == off["velocity"]
+    assert on["flowgrid"]["train_z"] != off["flowgrid"]["train_z"]
+    assert on["flowgrid"]["n_rows"] == off["flowgrid"]["n_rows"] == 3 * N_FRAMES
+    assert main(["evaluate", "--model", str(fitted), "-q"]) == 0
+    assert np.isfinite(pd.read_csv(fitted / "eval" / "scores.csv")["score"]).all()

@@ -81,6 +81,16 @@ def test_wrong_type_gives_one_line(how, tmp_path, capsys):
         assert ("--config" in line) == (how == "config") and ("--opt" in line) == (how == "opt")
 
 
+@pytest.mark.parametrize("value", ["1", "-2"])
+def test_a_bad_crossfit_fold_count_fails_before_any_work(value, tmp_path, capsys):
+    args = ["train", "--dataset", "folder", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "run"),
+            "--opt", f"scoring.crossfit_folds={value}", "-q"]
+    assert main(args) == 2
+    line = _error(capsys)
+    assert f"scoring.crossfit_folds = {value}" in line and ">= 2" in line and "missing" not in line
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("opt,fragment", [("detector.ema_decay=2", "ema_decay must be in [0, 1)"),
                                           ("detector.lr_schedule=cosin", "lr_schedule must be one of"),
                                           ("detector.sigma_low=5", "sigma_low"),

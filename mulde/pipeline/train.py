@@ -201,10 +201,49 @@ def _add_spread(info: dict[str, Any], spread: dict[str, dict[str, float]]) -> No
         info["stats"][t].update(values)
 
 
+def _frame_scores(tables: list, rows: np.ndarray) -> list[np.ndarray]:
+    """Each video's frame scores (max over its rows; inf where a frame has none) from the rows of
+    all ``tables`` in order."""
+    frames, start = [], 0
+    for table in tables:
+        frames.append(frame_max(table, rows[start:start + len(table)], table.n_frames, np.inf))
+        start += len(table)
+    return frames
+
+
+def _out_of_fold_frames(cfg: RunConfig, tables: list, ftype: str, folds: int, progress: bool) -> list[np.ndarray]:
+    """Every training video's frame scores from a model fitted without it (``folds`` models, each
+    on the other folds of videos, configured as the run's own model, whose score scale they share).
+
+    A frame-level feature describes the whole scene, so a model places normal frames of videos it
+    did not see far above its own training frames (Ped2's flow grid: a median 26 training std),
+    while object rows mix across videos; statistics from unseen videos measure such a type's
+    votes on the scale test videos reach (``scoring.crossfit_folds``; benchmarks/RESULTS.md,
+    session 11)."""
+    order = np.random.default_rng(cfg.runtime.seed).permutation(len(tables))
+    fold_of = np.empty(len(tables), int)
+    fold_of[order] = np.arange(len(tables)) % folds
+    out: list[np.ndarray] = [np.zeros(0)] * len(tables)
+    for k in range(folds):
+        inside = [i for i in range(len(tables)) if fold_of[i] != k]
+        held = [i for i in range(len(tables)) if fold_of[i] == k]
+        det = make_configured_detector(cfg)
+        det.fit(np.concatenate([tables[i].values for i in inside], axis=0), progress=progress)
+        rows = np.asarray(det.score_samples(np.concatenate([tables[i].values for i in held], axis=0)), np.float64)
+        for i, f in zip(held, _frame_scores([tables[i] for i in held], rows)):
+            out[i] = f
+    log.info("%s: statistics from %d models, each scoring the training videos of one fold it did not see "
+             "(scoring.crossfit_folds)", ftype, folds)
+    return out
+
+
 def _fit_types(cfg: RunConfig, ds: Any, extractors: list, types: tuple[str, ...], train: list,
                folder: Path, progress: bool) -> dict[str, Any]:
     extractor = extractors[0]
     stats, timings, ranges, det = {}, {}, {}, None
+    crossfit_folds = min(int(cfg.scoring.crossfit_folds or 0), len(train))
+    frame_level = {t for ex in extractors[1:] for t in ex.feature_types}
+    crossfit = frame_level & set(types) if len(types) > 1 and crossfit_folds >= 2 else set()
     for ftype in types:
         tables = [tabs[ftype] for _, tabs in train]
         X = np.concatenate([t.values for t in tables], axis=0) if tables else np.zeros((0, 0))
@@ -218,11 +257,8 @@ def _fit_types(cfg: RunConfig, ds: Any, extractors: list, types: tuple[str, ...]
         det.fit(X, progress=progress)
         timings[ftype] = time.perf_counter() - t0
         rows = np.asarray(det.score_samples(X), dtype=np.float64)
-        frames, start = [], 0
-        for table in tables:
-            r = rows[start:start + len(table)]
-            start += len(table)
-            frames.append(frame_max(table, r, table.n_frames, np.inf))
+        frames = (_out_of_fold_frames(cfg, tables, ftype, crossfit_folds, progress) if ftype in crossfit
+                  else _frame_scores(tables, rows))
         stats[ftype] = type_stats(frames, rows)
         z = (np.concatenate(frames) - stats[ftype].mean) / stats[ftype].std
         z = z[np.isfinite(z)]
