@@ -66,15 +66,15 @@ def main() -> int:
     for variant in args.variants:
         for seed in args.seeds:
             base, data, manifest = render_scene(args.out, variant, seed)
+            opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed, "device": "cpu",
+                    "steps": args.steps, "frame_features": ["flowgrid"], "feature_types": ["velocity", "flowgrid"]}
+            cfg = resolve_config(opts)
+            ds = open_dataset(cfg)
+            for extractor in build_extractors(cfg):
+                for split in ("train", "test"):
+                    extract_split(ds, split, extractor, cache_for(cfg), progress=False)
             for folds in args.crossfit_folds:
-                opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed,
-                        "device": "cpu", "steps": args.steps, "frame_features": ["flowgrid"],
-                        "feature_types": ["velocity", "flowgrid"], "scoring.crossfit_folds": folds}
-                cfg = resolve_config(opts)
-                ds = open_dataset(cfg)
-                for extractor in build_extractors(cfg):
-                    for split in ("train", "test"):
-                        extract_split(ds, split, extractor, cache_for(cfg), progress=False)
+                cfg = resolve_config({**opts, "scoring.crossfit_folds": folds})
                 run_dir = base / f"run-crossfit{folds}"
                 train_run(cfg, run_dir, progress=False)
                 m = evaluate_run(run_dir, progress=False, plots=False)
