@@ -189,6 +189,25 @@ def test_fitted_attributes_and_shapes(toy, toy_model):
     assert all(v.shape == (7,) for v in agg.values())
 
 
+def test_dsm_loss_sees_rows_off_the_training_distribution(toy, toy_model):
+    """The training objective on given rows: reproducible, the training loss's level on fresh
+    normal rows, far above it on anomalies and shifted rows, and scoring is unchanged afterwards."""
+    train, test, y = toy
+    m = toy_model
+    before = m.score_samples(test[:50])
+    normal = m.dsm_loss(test[y == 0], draws=2)
+    assert normal == m.dsm_loss(test[y == 0], draws=2)
+    assert abs(normal - m.dsm_loss(train, draws=2)) < 0.1 * normal
+    assert m.dsm_loss(test[y == 1], draws=2) > 2 * normal
+    assert m.dsm_loss(test[y == 0] + 3 * train.std(axis=0)) > 10 * normal
+    np.testing.assert_array_equal(m.score_samples(test[:50]), before)
+    assert all(not p.requires_grad and p.grad is None for p in m.net_.parameters())
+    with pytest.raises(InputError, match="draws"):
+        m.dsm_loss(test, draws=0)
+    with pytest.raises(InputError):
+        m.dsm_loss(test[:, :1])
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.1])
 def test_training_decreases_loss(toy, beta):
     """Same rows, same noise, σ = 0.5: the Eq. 6 loss falls well below the untrained one.

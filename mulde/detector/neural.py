@@ -184,17 +184,7 @@ class NoiseConditionedDetector(Detector):
                            cfg.conditioning)
         net = net.to(device)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        settings = TrainSettings(
-            steps=resolve_steps(cfg.steps, cfg.epochs, len(train), cfg.batch_size),
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            adam_betas=tuple(cfg.adam_betas),
-            sigma_low=cfg.sigma_low,
-            sigma_high=cfg.sigma_high,
-            log_every=cfg.log_every,
-            lr_schedule=cfg.lr_schedule,
-            ema_decay=cfg.ema_decay,
-        )
+        settings = self._train_settings(len(train))
         self.device_ = device
         self.n_features_in_ = int(X.shape[1])
         self.sigmas_ = level_grid(cfg.sigma_low, cfg.sigma_high, cfg.n_levels, cfg.level_spacing)
@@ -204,9 +194,6 @@ class NoiseConditionedDetector(Detector):
                 step = torch.compile(step)
             self.history_ = train_dsm(list(net.parameters()), step, x_train, settings,
                                       generator, progress, desc=type(self).__name__)
-            if held is not None:
-                x_held = torch.from_numpy(self.standardizer_.transform(held)).to(device)
-                self.holdout_loss_ = evaluate_loss(step, x_held, settings, generator)
             for p in net.parameters():
                 p.grad = None
                 p.requires_grad_(False)
@@ -216,7 +203,44 @@ class NoiseConditionedDetector(Detector):
                             cfg.seed)
         self.level_mean_ = levels.mean(axis=0)
         self.level_std_ = np.maximum(levels.std(axis=0), 1e-12)
+        if held is not None:
+            self.holdout_loss_ = self.dsm_loss(held)
         return self
+
+    def _train_settings(self, n_rows: int) -> TrainSettings:
+        cfg = self.config
+        return TrainSettings(
+            steps=resolve_steps(cfg.steps, cfg.epochs, n_rows, cfg.batch_size),
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            adam_betas=tuple(cfg.adam_betas),
+            sigma_low=cfg.sigma_low,
+            sigma_high=cfg.sigma_high,
+            log_every=cfg.log_every,
+            lr_schedule=cfg.lr_schedule,
+            ema_decay=cfg.ema_decay,
+        )
+
+    def dsm_loss(self, X: Any, draws: int = 1) -> float:
+        """The training objective on rows ``X``, averaged over ``draws`` noise draws per row (fixed
+        by the seed). On videos left out of training it says whether the model describes the
+        scene or memorises its training videos (``benchmarks/video_holdout.py``)."""
+        if not isinstance(draws, int) or draws < 1:
+            raise InputError(f"draws must be a positive integer, got {draws!r}")
+        x = self._standardised(X).to(self.device_)
+        settings = self._train_settings(len(x))
+        generator = torch.Generator(device=self.device_).manual_seed(self.config.seed)
+        params = list(self.net_.parameters())
+        try:
+            for p in params:  # the step functions compute parameter gradients as training does
+                p.requires_grad_(True)
+            with tf32_enabled(self.config.tf32, self.device_):
+                step = self._make_step(self.net_, self.device_)
+                return float(np.mean([evaluate_loss(step, x, settings, generator) for _ in range(draws)]))
+        finally:
+            for p in params:
+                p.grad = None
+                p.requires_grad_(False)
 
     # -- scoring -----------------------------------------------------------------------------
 
