@@ -65,6 +65,11 @@ def main() -> int:
     ds = open_dataset(cfg)
     items = load_tables(ds, "train", build_extractors(cfg, ds), cache_for(cfg))
     types = args.types or list(items[0][1])
+    unknown = [t for t in types if t not in items[0][1]]
+    if unknown:
+        print(f"error: --types {unknown} are not made by this run; available: {', '.join(items[0][1])}",
+              file=sys.stderr)
+        return 2
     if len(items) < args.folds:
         print(f"error: {len(items)} training videos cannot make {args.folds} folds; lower --folds", file=sys.stderr)
         return 2
@@ -76,20 +81,22 @@ def main() -> int:
     t0 = time.perf_counter()
     rows = []
     for t in types:
-        for w in widths:
-            for s in steps:
-                fit_loss, held_loss = [], []
-                for k in range(args.eval_folds):
-                    held = set(folds[k].tolist())
-                    x_fit = np.concatenate([tabs[t].values for i, (_, tabs) in enumerate(items) if i not in held])
-                    x_held = np.concatenate([tabs[t].values for i, (_, tabs) in enumerate(items) if i in held])
+        losses: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        for k in range(args.eval_folds):
+            held = set(folds[k].tolist())
+            x_fit = np.concatenate([tabs[t].values for i, (_, tabs) in enumerate(items) if i not in held])
+            x_held = np.concatenate([tabs[t].values for i, (_, tabs) in enumerate(items) if i in held])
+            for w in widths:
+                for s in steps:
                     opts = {**base, "hidden": [w] * len(preset.hidden), "steps": s}
                     det = make_configured_detector(resolve_config(opts)).fit(x_fit, progress=False)
-                    fit_loss.append(det.dsm_loss(x_fit, draws=args.draws))
-                    held_loss.append(det.dsm_loss(x_held, draws=args.draws))
-                rows.append((t, w, s, np.mean(fit_loss), np.mean(held_loss),
-                             " / ".join(f"{v:.4g}" for v in held_loss)))
-                print(f"{t} width {w} steps {s}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+                    losses.setdefault((w, s), []).append(
+                        (det.dsm_loss(x_fit, draws=args.draws), det.dsm_loss(x_held, draws=args.draws)))
+                    print(f"{t} fold {k} width {w} steps {s}: {time.perf_counter() - t0:.0f} s",
+                          file=sys.stderr, flush=True)
+        for (w, s), pairs in losses.items():
+            fit, held_loss = np.mean(pairs, axis=0)
+            rows.append((t, w, s, fit, held_loss, " / ".join(f"{h:.4g}" for _, h in pairs)))
 
     opts_note = f" {' '.join(args.opt)}" if args.opt else ""
     print(f"\n{args.dataset}: MULDE ({args.preset} preset{opts_note}), seed {args.seed}, "
