@@ -2,7 +2,7 @@
 
 Object-centric stages (this file), for a 360x240 video (UCSD Ped2 test 01 frames) and a
 640x360 video (car_traffic_640x360.mp4), on the CPU and, when present, the GPU: decoding,
-YOLO11n-pose detection at each ``--imgsz``, the MOG2 motion proposer, Farneback flow (RAFT
+YOLO11n-pose detection at each ``--imgsz``, the MOG2 motion proposer, Farneback and DIS flow (RAFT
 small and large on the GPU),
 velocity histograms (8 bins, 5 boxes per frame) and CLIP ViT-B/16 crops (random weights run
 at the speed of pretrained ones). Frame-centric rows come from ``bench_extract_frames.run``
@@ -13,7 +13,7 @@ when that file is beside this one. Without ../shared/data, synthetic frames are 
     PYTHONPATH=. python benchmarks/bench_extract.py --end-to-end [--frames 96] [--configs ...]
 
 ``--end-to-end`` times the whole object extractor with the Ped2 preset (decode to feature
-rows), one row per configuration of ``E2E_CONFIGS`` (runtime, pipelining), all in one run,
+rows), one row per configuration of ``E2E_CONFIGS`` (runtime, pipelining, flow), all in one run,
 with each stage's ms/frame (stages of the pipelined runs overlap, so they add up to more than
 the wall time; ``wait`` is the time the detector waited for decoded frames) and the peak RSS.
 """
@@ -93,9 +93,10 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
         rows.append(_row("decode", resolution, "cpu", "uint8", decode_rate, "frames/s", name))
         rows.append(_row("motion proposer (mog2)", resolution, "cpu", "uint8",
                          _rate(lambda: MotionProposer()(frames), n), "frames/s", "incl. priming"))
-        flow = FlowEstimator("farneback")
-        rows.append(_row("flow (farneback)", resolution, "cpu", "fp32",
-                         _rate(lambda: flow.sequence(frames), n), "frames/s", ""))
+        for method in ("farneback", "dis"):  # dis: the CPU default of flow: auto
+            flow = FlowEstimator(method)
+            rows.append(_row(f"flow ({method})", resolution, "cpu", "fp32",
+                             _rate(lambda flow=flow: flow.sequence(frames), n), "frames/s", ""))
         field = flow(frames[0], frames[1])
         h, w = frames.shape[1:3]
         boxes = np.array([[w * i / 6, h / 4, w * i / 6 + w / 10, h / 4 + h / 5] for i in range(5)], np.float32)
@@ -131,7 +132,7 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
 # The Ped2 preset's extractor options (mulde/configs/ped2.yaml) and the configurations compared
 # end to end: today's serial PyTorch loop, then each lever added.
 PED2_PRESET = {"imgsz": 1280, "proposals": "yolo", "velocity_norm": "height",
-               "velocity_extras": ("magnitude", "aspect"), "deep": False}
+               "velocity_extras": ("magnitude", "aspect"), "context": True, "deep": False}
 E2E_CONFIGS = {
     "torch-serial": {"yolo_runtime": "torch", "pipelined": False},
     "torch-pipelined": {"yolo_runtime": "torch", "pipelined": True},
@@ -139,6 +140,7 @@ E2E_CONFIGS = {
     "openvino-serial": {"yolo_runtime": "openvino", "pipelined": False},
     "openvino-pipelined": {"yolo_runtime": "openvino", "pipelined": True},
     "onnx-every2": {"yolo_runtime": "onnx", "pipelined": True, "yolo_every": 2},
+    "onnx-every2-farneback": {"yolo_runtime": "onnx", "pipelined": True, "yolo_every": 2, "flow": "farneback"},
     "onnx-every3": {"yolo_runtime": "onnx", "pipelined": True, "yolo_every": 3},
 }
 STAGES = ("decode", "motion", "flow", "detection", "velocity", "wait")

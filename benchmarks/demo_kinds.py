@@ -2,16 +2,17 @@
 
     python benchmarks/demo_kinds.py [--variants demo perspective] [--sets base track position track+position]
                                     [--seeds 0] [--train-seeds 0 1 2] [--motion mog2 mog2+static]
-                                    [--opt KEY=VALUE ...]
+                                    [--flow farneback dis] [--opt KEY=VALUE ...]
 
 Each variant renders the synthetic benchmark (``mulde.datasets.synthetic``) once, extracts the
 demo's features once (``mulde.pipeline.demo.DEMO_OPTIONS``; cached), then trains and evaluates
 MULDE for every option set on the same cached features. Each test video holds one anomaly
 kind, so its per-video AUC is that kind's figure. ``--motion`` compares motion-proposal methods
-(``motion_method``; each extracts its own features) side by side in one run. ``--seeds`` renders
+(``motion_method``; each extracts its own features) side by side in one run, and ``--flow`` the
+optical flow methods (``flow``) the same way. ``--seeds`` renders
 a different scene per seed; ``--train-seeds`` trains several times on the same scene and features
 (the spread of a kind's AUC between them is training noise). With more than one row per
-(scene, motion, derived) a mean row follows. Variants:
+(scene, motion, flow, derived) a mean row follows. Variants:
 
 * ``demo``: exactly the scene `vad demo` renders (8 training, 4 test videos, 150 frames);
 * ``perspective``: strong perspective (objects and their image speed 3x larger at the bottom
@@ -22,6 +23,7 @@ a different scene per seed; ``--train-seeds`` trains several times on the same s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -84,6 +86,8 @@ def main() -> int:
                     help="training seeds per scene (default: the scene's seed)")
     ap.add_argument("--motion", nargs="+", default=[None], metavar="METHOD",
                     help="motion_method values to compare (default: the demo's own)")
+    ap.add_argument("--flow", nargs="+", default=[None], metavar="METHOD",
+                    help="optical flow methods to compare (default: the demo's own, `auto`)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "demo-kinds"))
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra options for every set")
     args = ap.parse_args()
@@ -91,41 +95,43 @@ def main() -> int:
     extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
     lines, t0 = [], time.perf_counter()
     kinds_order = ("fast", "wrong_direction", "large_object", "loitering")
-    results: dict[tuple[str, str, str], list[list[float]]] = {}
+    results: dict[tuple[str, str, str, str], list[list[float]]] = {}
     for variant in args.variants:
         for seed in args.seeds:
             base, data, manifest = render_scene(args.out, variant, seed)
-            for motion in args.motion:
+            for motion, flow in itertools.product(args.motion, args.flow):
                 common = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed,
-                          "device": "cpu", **extra, **({"motion_method": motion} if motion else {})}
+                          "device": "cpu", **extra, **({"motion_method": motion} if motion else {}),
+                          **({"flow": flow} if flow else {})}
                 cfg = resolve_config(common)
                 method = cfg.extractor_options.get("motion_method", "mog2")
                 ds, extractor = open_dataset(cfg), build_extractor(cfg)
+                flow_used = getattr(getattr(extractor, "cfg", None), "flow", flow or "auto")
                 for split in ("train", "test"):
                     extract_split(ds, split, extractor, cache_for(cfg), progress=False)
                 for name in args.sets:
                     for train_seed in args.train_seeds or [seed]:
                         run_cfg = resolve_config({**common, **SETS[name], "seed": train_seed})
                         tag = "" if train_seed == seed else f"-t{train_seed}"
-                        run_dir = base / f"run-{method}-{name}{tag}"
+                        run_dir = base / f"run-{method}-{flow_used}-{name}{tag}"
                         train_run(run_cfg, run_dir, progress=False)
                         m = evaluate_run(run_dir, progress=False, plots=False)
                         kinds = per_kind(m, manifest)
                         row = [m["micro_auc"], m["macro_auc"], *(kinds.get(k, float("nan")) for k in kinds_order)]
-                        results.setdefault((variant, method, name), []).append(row)
+                        results.setdefault((variant, method, flow_used, name), []).append(row)
                         cells = " | ".join(f"{100 * x:.1f}" for x in row)
-                        lines.append(f"| {variant} | {seed}/{train_seed} | {method} | {name} | {cells} |")
+                        lines.append(f"| {variant} | {seed}/{train_seed} | {method} | {flow_used} | {name} | {cells} |")
                         print(lines[-1], flush=True)
     print(f"\n{date.today()}, {os.cpu_count()} cores, `python benchmarks/demo_kinds.py {' '.join(sys.argv[1:])}`, "
           f"{time.perf_counter() - t0:.0f} s\n")
-    print("| scene | seed scene/training | motion | derived | micro | macro | too fast | wrong direction "
+    print("| scene | seed scene/training | motion | flow | derived | micro | macro | too fast | wrong direction "
           "| oversized | loitering |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(lines))
-    for (variant, method, name), rows in results.items():
+    for (variant, method, flow_used, name), rows in results.items():
         if len(rows) > 1:
             mean = np.mean(rows, axis=0)
-            print(f"| {variant} | mean of {len(rows)} | {method} | {name} | "
+            print(f"| {variant} | mean of {len(rows)} | {method} | {flow_used} | {name} | "
                   + " | ".join(f"{100 * x:.1f}" for x in mean) + " |")
     return 0
 

@@ -179,7 +179,7 @@ def test_pipelined_features_are_bit_for_bit_the_serial_ones(chunk_size, batch):
     assert len(a) > 30
     for col in ("frame_idx", "object_id", "boxes", "values"):
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
-    vel, flow = out[True]["velocity"], FlowEstimator("farneback")
+    vel, flow = out[True]["velocity"], FlowEstimator(ex.cfg.flow)
     for i in np.flatnonzero(vel.frame_idx > 0)[::7]:
         t = int(vel.frame_idx[i])
         expected = flow_histograms(flow(frames[t - 1], frames[t]), vel.boxes[i:i + 1], 8, ("magnitude",))
@@ -221,14 +221,14 @@ def test_pipelined_detector_features_match_serial_on_ped2():
 def test_flow_auto_runs_raft_on_a_gpu_only_when_its_weights_are_on_disk(tmp_path, caplog):
     from mulde.extractors.objects import auto_flow
 
-    assert auto_flow("cpu", str(tmp_path))[0] == "farneback"
+    assert auto_flow("cpu", str(tmp_path))[0] == "dis"
     method, why = auto_flow("cuda:0", str(tmp_path))
-    assert method == "farneback" and "vad weights download raft_small" in why
+    assert method == "dis" and "vad weights download raft_small" in why
     (tmp_path / "weights").mkdir(exist_ok=True)
     (tmp_path / "weights" / "raft_small.pth").write_bytes(b"x")
     assert auto_flow("cuda:0", str(tmp_path))[0] == "raft_small"
     ex = ObjectExtractor(proposals="motion", deep=False, device="cpu")
-    assert ex.cfg.flow == "farneback" and ex.config()["flow"] == "farneback"  # the key names the method run
+    assert ex.cfg.flow == "dis" and ex.config()["flow"] == "dis"  # the key names the method run
     with caplog.at_level(logging.INFO, logger="mulde"):
         ex.extract(ArrayVideo(moving_square_video(n=3)), progress=False)
-    assert "optical flow: farneback on cpu (auto: the CPU method" in caplog.text
+    assert "optical flow: dis on cpu (auto: the CPU method" in caplog.text
