@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from mulde.config import resolve_config  # noqa: E402
 from mulde.datasets.synthetic import generate_synthetic  # noqa: E402
+from mulde.extractors.flow import FLOW_METHODS  # noqa: E402
 from mulde.pipeline.demo import DEMO_DATA, DEMO_OPTIONS  # noqa: E402
 from mulde.pipeline.evaluate import evaluate_run  # noqa: E402
 from mulde.pipeline.extract import build_extractor, cache_for, extract_split, open_dataset  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> int:
                     help="training seeds per scene (default: the scene's seed)")
     ap.add_argument("--motion", nargs="+", default=[None], metavar="METHOD",
                     help="motion_method values to compare (default: the demo's own)")
-    ap.add_argument("--flow", nargs="+", default=[None], metavar="METHOD",
+    ap.add_argument("--flow", nargs="+", default=[None], metavar="METHOD", choices=["auto", *FLOW_METHODS],
                     help="optical flow methods to compare (default: the demo's own, `auto`)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "demo-kinds"))
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra options for every set")
