@@ -177,6 +177,7 @@ class ObjectExtractor:
         self.cfg = ObjectExtractorConfig(**options)
         self.device = str(resolve_device(self.cfg.device))
         self.flow_reason = "as configured"
+        self._flow_logged = False
         if self.cfg.flow == "auto":
             self.cfg.flow, self.flow_reason = auto_flow(self.device, self.cfg.cache)
         self.use_detector = self.cfg.proposals in ("yolo+motion", "yolo")
@@ -288,7 +289,8 @@ class ObjectExtractor:
         timings: dict[str, float] = defaultdict(float)
         motion = MotionProposer(MotionConfig(method=c.motion_method, min_area=c.motion_min_area))
         flow = FlowEstimator(c.flow, device=c.device, cache=c.cache) if c.velocity or c.context else None
-        if flow is not None:
+        if flow is not None and not self._flow_logged:  # once per extractor, not once per video
+            self._flow_logged = True
             log.info("optical flow: %s on %s (%s)", c.flow, self.device if c.flow in RAFT_METHODS else "cpu",
                      self.flow_reason)
         rows: dict[str, dict[str, list]] = {t: defaultdict(list) for t in self.feature_types}
