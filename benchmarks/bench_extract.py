@@ -97,7 +97,7 @@ def bench_objects(device: str, resolution: str, n: int, imgsizes: list[int]) -> 
             flow = FlowEstimator(method)
             rows.append(_row(f"flow ({method})", resolution, "cpu", "fp32",
                              _rate(lambda flow=flow: flow.sequence(frames), n), "frames/s", ""))
-        field = flow(frames[0], frames[1])
+        field = flow(frames[0], frames[1])  # the last method's (dis) field for the histogram row
         h, w = frames.shape[1:3]
         boxes = np.array([[w * i / 6, h / 4, w * i / 6 + w / 10, h / 4 + h / 5] for i in range(5)], np.float32)
         rows.append(_row("velocity histograms", resolution, "cpu", "fp32",

@@ -107,7 +107,7 @@ def main() -> int:
                 cfg = resolve_config(common)
                 method = cfg.extractor_options.get("motion_method", "mog2")
                 ds, extractor = open_dataset(cfg), build_extractor(cfg)
-                flow_used = getattr(getattr(extractor, "cfg", None), "flow", flow or "auto")
+                flow_used = extractor.cfg.flow  # what `auto` resolved to
                 for split in ("train", "test"):
                     extract_split(ds, split, extractor, cache_for(cfg), progress=False)
                 for name in args.sets:

@@ -465,7 +465,7 @@ def _add(rows: dict[str, list], frame: int, boxes: np.ndarray, ids: np.ndarray,
 
 
 def auto_flow(device: str, cache: str | None = None) -> tuple[str, str]:
-    """The flow method ``flow: auto`` runs on ``device``, and why (logged at each extraction).
+    """The flow method ``flow: auto`` runs on ``device``, and why (logged by the first extraction).
 
     On the CPU, DIS (with variational refinement) rather than Farneback: the flow inside small
     boxes is sharper, which lifted MULDE on Ped2 from 93.6 to 95.0 micro AUC (seeds 0-5, mostly
