@@ -3,8 +3,8 @@
 Rows: Hiera-B clips per second on the CPU (random init runs at the speed of pretrained
 weights; model forward on preprocessed 16x224x224 clips), flowgrid frames per second on the
 CPU for 360x240 and 640x360 in-memory videos (resize + flow + histograms + window pooling,
-no decoding) and, when a GPU is available, Hiera-B and Hiera-L clips per second with bf16
-autocast on CUDA (the paper: 130 ms per Hiera-L clip, 33 ms per Hiera-B clip on an RTX
+no decoding; Farneback and DIS flow side by side) and, when a GPU is available, Hiera-B and
+Hiera-L clips per second with bf16 autocast on CUDA (the paper: 130 ms per Hiera-L clip, 33 ms per Hiera-B clip on an RTX
 2080 Ti). ``quick=True`` keeps every measurement to a few seconds.
 
     PYTHONPATH=. python benchmarks/bench_extract_frames.py [--device auto|cpu|cuda] [--quick]
@@ -62,10 +62,10 @@ def bench_hiera(model: str, device: str, batch: int, reps: int) -> dict[str, Any
                 f"batch {batch}, {reps} reps, {1000 / rate:.1f} ms/clip, random init")
 
 
-def bench_flowgrid(h: int, w: int, n: int) -> dict[str, Any]:
+def bench_flowgrid(h: int, w: int, n: int, method: str = "farneback") -> dict[str, Any]:
     """Frames per second of the flowgrid extractor on an in-memory moving-texture video."""
     video = _moving_video(n, h, w)
-    ext = FlowGridExtractor()
+    ext = FlowGridExtractor(method=method)
     ext.extract(_moving_video(4, h, w), progress=False)  # warm-up
     start = time.perf_counter()
     ext.extract(video, progress=False)
@@ -80,7 +80,7 @@ def run(device: str = "auto", quick: bool = False) -> list[dict[str, Any]]:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     rows = [bench_hiera("hiera_base_16x224", "cpu", batch=2 if quick else 4, reps=1 if quick else 3)]
     n = 48 if quick else 300
-    rows += [bench_flowgrid(240, 360, n), bench_flowgrid(360, 640, n)]
+    rows += [bench_flowgrid(h, w, n, method) for h, w in ((240, 360), (360, 640)) for method in ("farneback", "dis")]
     if device != "cpu" and resolve_device(device).type == "cuda":
         reps = 5 if quick else 20
         for model in ("hiera_base_16x224", "hiera_large_16x224"):

@@ -2,7 +2,7 @@
 
     python benchmarks/combine_kinds.py [--variants demo perspective small] [--seeds 0]
                                        [--rules sum max holdout_sum holdout_max] [--steps 1000]
-                                       [--crossfit-folds 0 4]
+                                       [--crossfit-folds 0 4] [--flowgrid-method farneback dis]
 
 Each variant (``benchmarks/demo_kinds.py``: the demo scene, strong perspective with small
 objects, small objects) stands in for a scene the defaults were not chosen on. Per variant and
@@ -11,7 +11,9 @@ seed, one run models the demo's object velocity rows and the flow-grid frame fea
 rule is then applied to the same run's per-type frame scores (no retraining). With several
 ``--crossfit-folds`` values there is one run per value (``scoring.crossfit_folds``: the flow-grid
 type's statistics from videos a model did not see), and the rows name it. Each test video holds
-one anomaly kind, so its per-video AUC is that kind's figure.
+one anomaly kind, so its per-video AUC is that kind's figure. With several
+``--flowgrid-method`` values the flow grid is extracted with each optical flow method
+(``extractor.flowgrid_method``) and modelled in its own run, side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from demo_kinds import VARIANTS, render_scene  # noqa: E402
 from ped2 import rule_metrics  # noqa: E402
 
 from mulde.config import resolve_config  # noqa: E402
+from mulde.extractors.flow import FLOW_METHODS  # noqa: E402
 from mulde.pipeline.demo import DEMO_OPTIONS  # noqa: E402
 from mulde.pipeline.evaluate import evaluate_run  # noqa: E402
 from mulde.pipeline.extract import build_extractors, cache_for, extract_split, open_dataset  # noqa: E402
@@ -58,6 +61,8 @@ def main() -> int:
     ap.add_argument("--rules", nargs="+", default=["sum", "max", "holdout_sum", "holdout_max"])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--crossfit-folds", type=int, nargs="+", default=[0])
+    ap.add_argument("--flowgrid-method", nargs="+", default=[None], metavar="METHOD", choices=FLOW_METHODS,
+                    help="optical flow methods of the flow grid to compare (default: its own)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "combine-kinds"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -66,24 +71,31 @@ def main() -> int:
     for variant in args.variants:
         for seed in args.seeds:
             base, data, manifest = render_scene(args.out, variant, seed)
-            opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed, "device": "cpu",
-                    "steps": args.steps, "frame_features": ["flowgrid"], "feature_types": ["velocity", "flowgrid"]}
-            cfg = resolve_config(opts)
-            ds = open_dataset(cfg)
-            for extractor in build_extractors(cfg):
-                for split in ("train", "test"):
-                    extract_split(ds, split, extractor, cache_for(cfg), progress=False)
-            for folds in args.crossfit_folds:
-                cfg = resolve_config({**opts, "scoring.crossfit_folds": folds})
-                run_dir = base / f"run-crossfit{folds}"
-                train_run(cfg, run_dir, progress=False)
-                m = evaluate_run(run_dir, progress=False, plots=False)
-                named = {**_alone(run_dir), **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
-                tag = f", crossfit {folds}" if len(args.crossfit_folds) > 1 else ""
-                for name, met in named.items():
-                    rows.setdefault((variant, name + tag), []).append(
-                        (met["micro_auc"], met["macro_auc"], kind_auc(met["per_video_auc"], manifest)))
-                    print(variant, seed, name + tag, f"{100 * met['micro_auc']:.1f}", flush=True)
+            for method in args.flowgrid_method:
+                opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed,
+                        "device": "cpu", "steps": args.steps, "frame_features": ["flowgrid"],
+                        "feature_types": ["velocity", "flowgrid"],
+                        **({"flowgrid_method": method} if method else {})}
+                cfg = resolve_config(opts)
+                ds = open_dataset(cfg)
+                for extractor in build_extractors(cfg):
+                    if extractor.name == "flowgrid":
+                        method = extractor.cfg.method
+                    for split in ("train", "test"):
+                        extract_split(ds, split, extractor, cache_for(cfg), progress=False)
+                for folds in args.crossfit_folds:
+                    cfg = resolve_config({**opts, "scoring.crossfit_folds": folds})
+                    run_dir = base / f"run-{method}-crossfit{folds}"
+                    train_run(cfg, run_dir, progress=False)
+                    m = evaluate_run(run_dir, progress=False, plots=False)
+                    named = {**_alone(run_dir),
+                             **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
+                    tag = f", crossfit {folds}" if len(args.crossfit_folds) > 1 else ""
+                    tag += f", flow grid {method}" if len(args.flowgrid_method) > 1 else ""
+                    for name, met in named.items():
+                        rows.setdefault((variant, name + tag), []).append(
+                            (met["micro_auc"], met["macro_auc"], kind_auc(met["per_video_auc"], manifest)))
+                        print(variant, seed, name + tag, f"{100 * met['micro_auc']:.1f}", flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}, {os.cpu_count()} cores, `python benchmarks/combine_kinds.py {' '.join(sys.argv[1:])}`, "
           f"{time.perf_counter() - t0:.0f} s; MULDE cpu preset, {args.steps} steps, seeds {args.seeds} (mean)\n")

@@ -153,6 +153,19 @@ def test_dataset_name_is_case_insensitive_including_its_defaults(tmp_path):
         resolve_config({"dataset": "pedd2"})
 
 
+def test_object_datasets_add_the_flow_grid_with_unseen_video_statistics_except_ped2():
+    for name in ("avenue", "ped1", "shanghaitech"):
+        cfg = resolve_config({"dataset": name})
+        assert cfg.extractor.features == "objects" and cfg.extractor.frame_features == ("flowgrid",)
+        assert cfg.scoring.crossfit_folds == 4
+        alone = resolve_config({"dataset": name}, opt=[("frame_features", [])])
+        assert alone.extractor.frame_features == ()
+        frames = resolve_config({"dataset": name, "features": "frames", "backbone": "hiera_large_16x224"})
+        assert frames.extractor.frame_features == ()  # the dataset's addition is for object runs
+    ped2 = resolve_config({"dataset": "ped2"})  # its objects measured better alone (RESULTS.md)
+    assert ped2.extractor.frame_features == () and ped2.scoring.crossfit_folds == 0
+
+
 def test_preset_auto_picks_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr("mulde.config.cuda_available", lambda: False)
     cfg = resolve_config({"dataset": "ped2"})

@@ -32,7 +32,9 @@ def cell(values: np.ndarray, row: int, col: int, ext: FlowGridExtractor) -> np.n
 
 
 def test_square_moving_right_fills_the_right_bin_of_its_cell():
-    ext = FlowGridExtractor()
+    # Farneback keeps the flat background still, so the layout can be checked exactly; DIS (the
+    # default) fills textureless regions from their neighbours (next test).
+    ext = FlowGridExtractor(method="farneback")
     table = ext.extract(moving_square(dx=2), progress=False)["flowgrid"]
     assert len(table) == 24 and table.frame_idx.tolist() == list(range(24))
     # The square spans x 36..98 over the video, rows 28..44: grid row 1, columns 1..2.
@@ -44,6 +46,18 @@ def test_square_moving_right_fills_the_right_bin_of_its_cell():
     # Cells far from the square stay still.
     assert np.abs(cell(table.values[12], 3, 0, ext)).max() < 1e-3
     assert np.abs(cell(table.values[12], 0, 3, ext)).max() < 1e-3
+
+
+def test_default_dis_flow_puts_the_motion_in_the_right_cell_and_bin():
+    ext = FlowGridExtractor()
+    assert ext.cfg.method == "dis"
+    values = ext.extract(moving_square(dx=2), progress=False)["flowgrid"].values[12]
+    crossed = cell(values, 1, 1, ext)
+    assert crossed[:8].argmax() == 0 and crossed[0] > 0.5
+    # Every cell's motion points right, and the far bottom row has under a tenth of it.
+    per_cell = values.reshape(16, 13)[:, :8]
+    assert (per_cell[:, 1:] < 1e-3).all()
+    assert np.abs(values.reshape(4, 4, 13)[3]).max() < 0.1 * crossed[0]
 
 
 @pytest.mark.parametrize("dx,dy,expected_bin", [(-2, 0, 4), (0, 2, 2), (0, -2, 6)])

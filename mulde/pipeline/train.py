@@ -126,7 +126,7 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
             fit = [pair for k, pair in enumerate(train) if k not in held]
             log.info("calibration: a probe model on %d videos, scored on %d held-out normal videos", len(fit), len(calib))
             probe_info = _fit_types(cfg, ds, extractors, types, fit, probe, progress)
-            spread = _held_out_spread(probe_info, probe, calib)
+            spread = _held_out_spread(probe_info, probe, calib, held=True)
             _add_spread(probe_info, spread)
             calibration = _calibrate(cfg, probe_info, probe, calib, held=True)
             if not cfg.alerts.refit:  # the probe is the run's model: its files, config and run.json
@@ -142,7 +142,7 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
             if cfg.scoring.combine.startswith("holdout"):
                 log.warning("combine %s: no held-out videos (alerts.calibration_holdout is 0 or there is one "
                             "video), so each type is standardised on its training frames", cfg.scoring.combine)
-            spread = _held_out_spread(info, tmp, [tabs for _, tabs in train])
+            spread = _held_out_spread(info, tmp, [tabs for _, tabs in train], held=False)
         _add_spread(info, spread)
         if not calib:
             calibration = _calibrate(cfg, info, tmp, [tabs for _, tabs in train], held=False)
@@ -177,9 +177,10 @@ def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list,
     return {**calibrate(scores, fps), "held_out": held}
 
 
-def _held_out_spread(info: dict[str, Any], folder: Path, tables: list) -> dict[str, dict[str, float]]:
+def _held_out_spread(info: dict[str, Any], folder: Path, tables: list, held: bool) -> dict[str, dict[str, float]]:
     """Per type, where normal frames the run in ``folder`` did not see fall in its training
-    z-scores (median and normal tail, :func:`~mulde.pipeline.score.held_out_spread`)."""
+    z-scores (median and normal tail, :func:`~mulde.pipeline.score.held_out_spread`); with
+    ``held`` false the tables are its own training videos, and the log line says so."""
     from mulde.detector.registry import load_detector
 
     out = {}
@@ -191,8 +192,9 @@ def _held_out_spread(info: dict[str, Any], folder: Path, tables: list) -> dict[s
             rows = det.score_samples(tab.values) if len(tab) else np.zeros(0)
             frames.append(frame_max(tab, rows, tab.n_frames, st.fill))
         out[t] = held_out_spread(frames, st)
-        log.info("%s on held-out normal frames: median %.2f, 99th percentile %.2f training std above the "
-                 "training mean", t, out[t]["held_center"], out[t]["held_center"] + out[t]["held_scale"])
+        log.info("%s on %s normal frames: median %.2f, 99th percentile %.2f training std above the "
+                 "training mean", t, "held-out" if held else "its own training (no held-out videos)",
+                 out[t]["held_center"], out[t]["held_center"] + out[t]["held_scale"])
     return out
 
 
