@@ -78,20 +78,20 @@ def main() -> int:
                         **({"flowgrid_method": method} if method else {})}
                 cfg = resolve_config(opts)
                 ds = open_dataset(cfg)
-                for extractor in build_extractors(cfg):
-                    if extractor.name == "flowgrid":
-                        method = extractor.cfg.method
+                extractors = build_extractors(cfg)
+                used = next(ex.cfg.method for ex in extractors if ex.name == "flowgrid")  # default resolved
+                for extractor in extractors:
                     for split in ("train", "test"):
                         extract_split(ds, split, extractor, cache_for(cfg), progress=False)
                 for folds in args.crossfit_folds:
                     cfg = resolve_config({**opts, "scoring.crossfit_folds": folds})
-                    run_dir = base / f"run-{method}-crossfit{folds}"
+                    run_dir = base / f"run-{used}-crossfit{folds}"
                     train_run(cfg, run_dir, progress=False)
                     m = evaluate_run(run_dir, progress=False, plots=False)
                     named = {**_alone(run_dir),
                              **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
                     tag = f", crossfit {folds}" if len(args.crossfit_folds) > 1 else ""
-                    tag += f", flow grid {method}" if len(args.flowgrid_method) > 1 else ""
+                    tag += f", flow grid {used}" if len(args.flowgrid_method) > 1 else ""
                     for name, met in named.items():
                         rows.setdefault((variant, name + tag), []).append(
                             (met["micro_auc"], met["macro_auc"], kind_auc(met["per_video_auc"], manifest)))
