@@ -3,6 +3,7 @@
     python benchmarks/combine_kinds.py [--variants demo perspective small] [--seeds 0]
                                        [--rules sum max holdout_sum holdout_max] [--steps 1000]
                                        [--crossfit-folds 0 4] [--flowgrid-method farneback dis]
+                                       [--opt KEY=VALUE ...]
 
 Each variant (``benchmarks/demo_kinds.py``: the demo scene, strong perspective with small
 objects, small objects) stands in for a scene the defaults were not chosen on. Per variant and
@@ -13,7 +14,8 @@ rule is then applied to the same run's per-type frame scores (no retraining). Wi
 type's statistics from videos a model did not see), and the rows name it. Each test video holds
 one anomaly kind, so its per-video AUC is that kind's figure. With several
 ``--flowgrid-method`` values the flow grid is extracted with each optical flow method
-(``extractor.flowgrid_method``) and modelled in its own run, side by side.
+(``extractor.flowgrid_method``) and modelled in its own run, side by side. ``--opt`` sets
+further options of every run (e.g. ``sigma_high=auto``); the run folders are named after them.
 """
 
 from __future__ import annotations
@@ -64,7 +66,12 @@ def main() -> int:
     ap.add_argument("--flowgrid-method", nargs="+", default=[None], metavar="METHOD", choices=FLOW_METHODS,
                     help="optical flow methods of the flow grid to compare (default: its own)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "combine-kinds"))
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra options of every run")
     args = ap.parse_args()
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    suffix = "".join(f"-{k}={v}" for k, v in extra.items()).replace("/", "_")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows: dict[tuple[str, str], list[tuple[float, float, dict[str, float]]]] = {}
     t0 = time.perf_counter()
@@ -75,7 +82,7 @@ def main() -> int:
                 opts = {**DEMO_OPTIONS, "root": str(data), "cache": str(base / "cache"), "seed": seed,
                         "device": "cpu", "steps": args.steps, "frame_features": ["flowgrid"],
                         "feature_types": ["velocity", "flowgrid"],
-                        **({"flowgrid_method": method} if method else {})}
+                        **({"flowgrid_method": method} if method else {}), **extra}
                 cfg = resolve_config(opts)
                 ds = open_dataset(cfg)
                 extractors = build_extractors(cfg)
@@ -85,7 +92,7 @@ def main() -> int:
                         extract_split(ds, split, extractor, cache_for(cfg), progress=False)
                 for folds in args.crossfit_folds:
                     cfg = resolve_config({**opts, "scoring.crossfit_folds": folds})
-                    run_dir = base / f"run-{used}-crossfit{folds}"
+                    run_dir = base / f"run-{used}-crossfit{folds}{suffix}"
                     train_run(cfg, run_dir, progress=False)
                     m = evaluate_run(run_dir, progress=False, plots=False)
                     named = {**_alone(run_dir),

@@ -78,6 +78,15 @@ def _size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"give a number of pixels or auto, got {text!r}") from None
 
 
+def _scale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number or auto, got {text!r}") from None
+
+
 def _per_dataset(key: str) -> str:
     """``ped2 3, folder 3, ...``: a packaged per-dataset default, for help texts."""
     from mulde.config import dataset_defaults
@@ -189,7 +198,9 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta", dest="detector.beta", type=float, help="MULDE regulariser weight (default: 0.1; 0 = ablation)")
     g.add_argument("--n-levels", dest="detector.n_levels", type=int, help="number of noise levels for the GMM (default: 16)")
     g.add_argument("--sigma-low", dest="detector.sigma_low", type=float, help="lowest noise scale (default: 1e-3)")
-    g.add_argument("--sigma-high", dest="detector.sigma_high", type=float, help="highest noise scale (default: 1.0)")
+    g.add_argument("--sigma-high", dest="detector.sigma_high", type=_scale,
+                   help="highest noise scale, or auto: the median distance between two training rows "
+                        "(default: 1.0, the paper's)")
     g.add_argument("--hidden", dest="detector.hidden", type=int, nargs="+",
                    help="hidden layer sizes (default: 4096 4096, the paper's; the cpu preset: 512 512)")
     g.add_argument("--lr", dest="detector.lr", type=float, help="Adam learning rate (paper: 5e-4 objects, 1e-4 frames)")

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -225,8 +226,7 @@ def _component_configs(section: str) -> dict[str, type]:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    module = __import__(cls.__module__, fromlist=["_"])
-    return typing.get_type_hints(cls, vars(module))
+    return typing.get_type_hints(cls)  # each field's annotation read in the module of the class that declares it
 
 
 @functools.lru_cache(maxsize=1)
@@ -280,7 +280,12 @@ def _is_tuple(tp: Any) -> bool:
 
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
-        return tp.__name__
+        return "None" if tp is type(None) else tp.__name__
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
     return str(tp).replace("typing.", "").replace("NoneType", "None")
 
 

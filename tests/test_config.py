@@ -107,6 +107,17 @@ def test_a_bad_detector_value_fails_before_any_work(opt, fragment, tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+
+def test_sigma_high_takes_a_number_or_auto(tmp_path, capsys):
+    assert resolve_config({"sigma_high": "auto"}).detector_options["sigma_high"] == "auto"
+    assert resolve_config({"sigma_high": "2.5"}).detector_options["sigma_high"] == 2.5
+    with pytest.raises(InputError, match=r"detector.sigma_high = 'max'.*expected float \| 'auto'"):
+        resolve_config({"sigma_high": "max"})
+    args = ["train", "--dataset", "folder", "--root", str(tmp_path / "missing"), "--sigma-high", "maximum", "-q"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and "give a number or auto, got 'maximum'" in capsys.readouterr().err
+
 class _nothing:
     def __enter__(self):
         return self

@@ -129,6 +129,40 @@ def test_level_grid_spacings():
     assert (lin < 0.067).sum() == 1 and (geo < 0.032).sum() == 8
 
 
+
+def test_pairwise_scale_is_the_median_distance_between_distinct_rows():
+    from scipy.spatial.distance import pdist
+
+    from mulde.detector.neural import pairwise_scale
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 40))
+    assert pairwise_scale(x, seed=0) == pytest.approx(np.median(pdist(x)), rel=1e-9)
+    # standard normal rows are sqrt(2d) apart; a subsample estimates it; duplicates do not count
+    big = rng.normal(size=(5000, 40))
+    assert pairwise_scale(big, seed=1, n=800) == pytest.approx(np.sqrt(80), rel=0.03)
+    assert pairwise_scale(np.repeat(x, 3, axis=0), seed=0, n=900) == pytest.approx(np.median(pdist(x)), rel=0.05)
+    assert pairwise_scale(np.ones((50, 3)), seed=0) == 1.0
+
+
+def test_sigma_high_auto_sets_the_grid_the_training_draws_and_survives_save_load(tmp_path):
+    from mulde.detector.neural import pairwise_scale
+
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(1500, 24)) * rng.uniform(0.1, 10, size=24)  # columns of different units
+    m = MULDE(steps=20, sigma_high="auto", **TOY).fit(train, progress=False)
+    expected = pairwise_scale(m.standardizer_.transform(train.astype(np.float32)), seed=0)
+    assert m.sigma_high_ == pytest.approx(expected) and m.sigma_high_ == pytest.approx(np.sqrt(48), rel=0.05)
+    assert m.sigmas_[-1] == pytest.approx(m.sigma_high_) and m.sigmas_[0] == pytest.approx(1e-3)
+    assert m._train_settings(len(train)).sigma_high == m.sigma_high_
+    back = MULDE.load(m.save(tmp_path / "auto.safetensors"))
+    assert back.config.sigma_high == "auto" and back.sigma_high_ == pytest.approx(m.sigma_high_)
+    np.testing.assert_array_equal(back.score_samples(train[:20]), m.score_samples(train[:20]))
+    fixed = MULDE(steps=5, **TOY).fit(train[:300], progress=False)
+    assert fixed.sigma_high_ == 1.0 and fixed.sigmas_[-1] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="sigma_high must be a number or 'auto'"):
+        MULDEConfig(sigma_high="max")
+
 def test_options_fit_save_load_and_old_files_keep_log_sigma(tmp_path, toy):
     train, test, _ = toy
     m = MULDE(steps=30, level_spacing="geometric", conditioning="sigma", readout="mean", **TOY).fit(
