@@ -69,22 +69,20 @@ def _tristate(text: str) -> bool | None:
     return choices[text]
 
 
-def _size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"give a number of pixels or auto, got {text!r}") from None
+def _or_auto(number: type, what: str) -> Any:
+    """An argparse type: ``auto`` or a ``number`` (int or float), else one line naming ``what``."""
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            return number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give {what} or auto, got {text!r}") from None
+    return parse
 
 
-def _scale(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"give a number or auto, got {text!r}") from None
+_size = _or_auto(int, "a number of pixels")
+_scale = _or_auto(float, "a number")
 
 
 def _per_dataset(key: str) -> str:

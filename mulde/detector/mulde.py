@@ -40,7 +40,7 @@ class MULDEConfig(NoiseModelConfig):
     sigma_high: the largest noise scale in standardised units: 1.0 (the paper's) or ``auto``,
         the median distance between two training rows (``neural.pairwise_scale``; fitted value in
         ``sigma_high_``). On Ped2 ``auto`` raised MULDE on the 208-d flow grid from 85.0 to 88.7
-        micro AUC and each object type by 1-2 points, but lowered the synthetic scenes by 0.5-2.6
+        micro AUC and each object type by 0.5-2.4 points, but lowered the synthetic scenes by 0.5-2.6
         (benchmarks/RESULTS.md, session 15), so the paper's value stays the default.
     conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
         authors' released code).
