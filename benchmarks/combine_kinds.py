@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from demo_kinds import VARIANTS, render_scene  # noqa: E402
 from ped2 import rule_metrics  # noqa: E402
 
+from mulde.cli import key_value  # noqa: E402
 from mulde.config import resolve_config  # noqa: E402
 from mulde.extractors.flow import FLOW_METHODS  # noqa: E402
 from mulde.pipeline.demo import DEMO_OPTIONS  # noqa: E402
@@ -66,11 +67,9 @@ def main() -> int:
     ap.add_argument("--flowgrid-method", nargs="+", default=[None], metavar="METHOD", choices=FLOW_METHODS,
                     help="optical flow methods of the flow grid to compare (default: its own)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "combine-kinds"))
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra options of every run")
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra options of every run")
     args = ap.parse_args()
-    import yaml
-
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    extra = dict(args.opt)
     suffix = "".join(f"-{k}={v}" for k, v in extra.items()).replace("/", "_")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows: dict[tuple[str, str], list[tuple[float, float, dict[str, float]]]] = {}

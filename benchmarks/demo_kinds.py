@@ -33,11 +33,11 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mulde.cli import key_value  # noqa: E402
 from mulde.config import resolve_config  # noqa: E402
 from mulde.datasets.synthetic import generate_synthetic  # noqa: E402
 from mulde.extractors.flow import FLOW_METHODS  # noqa: E402
@@ -90,10 +90,10 @@ def main() -> int:
     ap.add_argument("--flow", nargs="+", default=[None], metavar="METHOD", choices=["auto", *FLOW_METHODS],
                     help="optical flow methods to compare (default: the demo's own, `auto`)")
     ap.add_argument("--out", default=str(REPO / ".bench-runs" / "demo-kinds"))
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra options for every set")
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra options for every set")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    extra = dict(args.opt)
     lines, t0 = [], time.perf_counter()
     kinds_order = ("fast", "wrong_direction", "large_object", "loitering")
     results: dict[tuple[str, str, str, str], list[list[float]]] = {}

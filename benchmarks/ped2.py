@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mulde.atomic import atomic_write  # noqa: E402
+from mulde.cli import key_value  # noqa: E402
 from mulde.config import resolve_config  # noqa: E402
 from mulde.pipeline.evaluate import auc_metrics, evaluate_run  # noqa: E402
 from mulde.pipeline.extract import build_extractors, cache_for, extract_split, open_dataset  # noqa: E402
@@ -59,7 +60,7 @@ def main() -> int:
     ap.add_argument("--preset", default="cpu", help="detector preset (cpu on a CPU; paper on a GPU)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra config options")
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra config options")
     ap.add_argument("--frame-features", nargs="+", default=[], metavar="BACKBONE",
                     help="objects: also model these frame features (extractor.frame_features), e.g. flowgrid")
     ap.add_argument("--combine-rules", nargs="+", default=None, metavar="RULE",
@@ -78,9 +79,7 @@ def main() -> int:
     if not Path(args.root).is_dir():
         print(f"error: Ped2 not found at {args.root}; pass --root", file=sys.stderr)
         return 2
-    import yaml
-
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    extra = dict(args.opt)
     rules = args.combine_rules or []
     holdout = args.holdout if args.holdout is not None else (0.2 if any(r.startswith("holdout") for r in rules) else 0.0)
     base = {"dataset": "ped2", "root": args.root, "cache": args.cache, "preset": args.preset,

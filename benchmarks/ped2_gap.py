@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mulde.cli import key_value  # noqa: E402
 from mulde.config import resolve_config  # noqa: E402
 from mulde.detector.base import fit_gmm, gmm_nll  # noqa: E402
 from mulde.pipeline.evaluate import auc_metrics  # noqa: E402
@@ -123,12 +123,12 @@ def main() -> int:
     ap.add_argument("--cache", default=os.environ.get("MULDE_CACHE", str(REPO / ".bench-cache")))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra config options")
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra config options")
     args = ap.parse_args()
     if not Path(args.root).is_dir():
         print(f"error: Ped2 not found at {args.root}; pass --root", file=sys.stderr)
         return 2
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    extra = dict(args.opt)
     base = {"dataset": "ped2", "root": args.root, "cache": args.cache, "preset": args.preset, **extra}
     cfg = resolve_config(base)
     ds = open_dataset(cfg)

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mulde.cli import key_value  # noqa: E402
 from mulde.config import resolve_config  # noqa: E402
 from mulde.pipeline.extract import build_extractors, cache_for, load_tables, open_dataset  # noqa: E402
 from mulde.pipeline.train import make_configured_detector  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--eval-folds", type=int, default=2, help="how many folds to leave out in turn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draws", type=int, default=5, help="noise draws per row for each loss")
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="extra config options")
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra config options")
     args = ap.parse_args()
     if not Path(args.root).is_dir():
         print(f"error: dataset not found at {args.root}; pass --root", file=sys.stderr)
@@ -56,7 +56,7 @@ def main() -> int:
     if not 2 <= args.folds or not 1 <= args.eval_folds <= args.folds:
         print("error: need --folds >= 2 and 1 <= --eval-folds <= --folds", file=sys.stderr)
         return 2
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    extra = dict(args.opt)
     base = {"dataset": args.dataset, "root": args.root, "cache": args.cache, "preset": args.preset,
             "detector": "mulde", "seed": args.seed, **extra}
     if args.frame_features:

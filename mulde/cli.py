@@ -49,7 +49,8 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _kv(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
+    """An argparse type for ``--opt KEY=VALUE``: the key, and the value parsed as YAML (``1e-3`` is a number)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
@@ -132,7 +133,7 @@ def _add_runtime(p: argparse.ArgumentParser, workers: bool = False) -> None:
         g.add_argument("--retries", dest="runtime.retries", type=int, help="attempts after a worker dies (default: 2)")
     g = p.add_argument_group("configuration")
     g.add_argument("--config", dest="config_file", metavar="FILE.yaml", help="options from a YAML file")
-    g.add_argument("--opt", action="append", type=_kv, metavar="KEY=VALUE",
+    g.add_argument("--opt", action="append", type=key_value, metavar="KEY=VALUE",
                    help="any other option, e.g. extractor.amp=false or detector.holdout=0.1 (repeatable)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
