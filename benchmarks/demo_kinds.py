@@ -11,7 +11,8 @@ kind, so its per-video AUC is that kind's figure. ``--motion`` compares motion-p
 (``motion_method``; each extracts its own features) side by side in one run, and ``--flow`` the
 optical flow methods (``flow``) the same way. ``--seeds`` renders
 a different scene per seed; ``--train-seeds`` trains several times on the same scene and features
-(the spread of a kind's AUC between them is training noise). With more than one row per
+(the spread of a kind's AUC between them is training noise). ``--opt`` sets further options of
+every run (e.g. ``velocity_norm=height``); the run folders are named after them. With more than one row per
 (scene, motion, flow, derived) a mean row follows. Variants:
 
 * ``demo``: exactly the scene `vad demo` renders (8 training, 4 test videos, 150 frames);
@@ -94,6 +95,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     extra = dict(args.opt)
+    suffix = "".join(f"-{k}={v}" for k, v in extra.items()).replace("/", "_")
     lines, t0 = [], time.perf_counter()
     kinds_order = ("fast", "wrong_direction", "large_object", "loitering")
     results: dict[tuple[str, str, str, str], list[list[float]]] = {}
@@ -114,7 +116,7 @@ def main() -> int:
                     for train_seed in args.train_seeds or [seed]:
                         run_cfg = resolve_config({**common, **SETS[name], "seed": train_seed})
                         tag = "" if train_seed == seed else f"-t{train_seed}"
-                        run_dir = base / f"run-{method}-{flow_used}-{name}{tag}"
+                        run_dir = base / f"run-{method}-{flow_used}-{name}{tag}{suffix}"
                         train_run(run_cfg, run_dir, progress=False)
                         m = evaluate_run(run_dir, progress=False, plots=False)
                         kinds = per_kind(m, manifest)
