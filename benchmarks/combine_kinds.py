@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from demo_kinds import VARIANTS, render_scene  # noqa: E402
+from demo_kinds import VARIANTS, opt_suffix, render_scene  # noqa: E402
 from ped2 import rule_metrics  # noqa: E402
 
 from mulde.cli import key_value  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="extra options of every run")
     args = ap.parse_args()
     extra = dict(args.opt)
-    suffix = "".join(f"-{k}={v}" for k, v in extra.items()).replace("/", "_")
+    suffix = opt_suffix(extra)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     rows: dict[tuple[str, str], list[tuple[float, float, dict[str, float]]]] = {}
     t0 = time.perf_counter()

@@ -60,6 +60,11 @@ SETS = {  # explicit, so that a row means the same whatever the demo's own defau
 }
 
 
+def opt_suffix(options: dict) -> str:
+    """The part of a run folder's name that names the ``--opt`` options it ran with."""
+    return "".join(f"-{k}={v}" for k, v in options.items()).replace("/", "_")
+
+
 def render_scene(out: str | Path, variant: str, seed: int) -> tuple[Path, Path, dict]:
     """The synthetic scene of ``variant`` and ``seed`` under ``out`` (rendered once): its
     folder, its data folder and its manifest."""
@@ -95,7 +100,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     extra = dict(args.opt)
-    suffix = "".join(f"-{k}={v}" for k, v in extra.items()).replace("/", "_")
+    suffix = opt_suffix(extra)
     lines, t0 = [], time.perf_counter()
     kinds_order = ("fast", "wrong_direction", "large_object", "loitering")
     results: dict[tuple[str, str, str, str], list[list[float]]] = {}
