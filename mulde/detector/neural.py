@@ -9,6 +9,7 @@ outputs, which loss trains it, and how its outputs become the L-vector.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,12 +51,9 @@ SIGMA_AUTO = "auto"
 
 def check_noise_config(cfg: Any) -> None:
     """Validate the fields every noise-conditioned detector config has (InputError)."""
-    if isinstance(cfg.sigma_high, str):
-        if cfg.sigma_high != SIGMA_AUTO:
-            raise InputError(f"sigma_high must be a number or {SIGMA_AUTO!r}, got {cfg.sigma_high!r}")
-        if not cfg.sigma_low > 0:
-            raise InputError(f"need sigma_low > 0, got sigma_low={cfg.sigma_low}")
-    elif not 0 < cfg.sigma_low < cfg.sigma_high:
+    if isinstance(cfg.sigma_high, str) and cfg.sigma_high != SIGMA_AUTO:
+        raise InputError(f"sigma_high must be a number or {SIGMA_AUTO!r}, got {cfg.sigma_high!r}")
+    if not 0 < cfg.sigma_low < (math.inf if cfg.sigma_high == SIGMA_AUTO else cfg.sigma_high):
         raise InputError(
             f"need 0 < sigma_low < sigma_high, got sigma_low={cfg.sigma_low}, "
             f"sigma_high={cfg.sigma_high}"
@@ -108,12 +106,12 @@ def pairwise_scale(x: np.ndarray, seed: int, n: int = 1000) -> float:
     sqrt(2·d): 2.8 for Ped2's 10-d velocity rows, 7 for its 208-d flow grid (whose low-variance
     columns the standardiser floors), where the paper's fixed 1.0 covers only the neighbourhood
     of a training frame."""
+    from scipy.spatial.distance import pdist
+
     x = np.asarray(x, np.float64)
     if len(x) > n:
         x = x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
-    sq = (x * x).sum(axis=1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    d = np.sqrt(np.maximum(d2[np.triu_indices(len(x), k=1)], 0.0))
+    d = pdist(x)
     d = d[d > 1e-9]
     return float(np.median(d)) if len(d) else 1.0
 
