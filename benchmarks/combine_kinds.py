@@ -94,7 +94,7 @@ def main() -> int:
                     run_dir = base / f"run-{used}-crossfit{folds}{suffix}"
                     train_run(cfg, run_dir, progress=False)
                     m = evaluate_run(run_dir, progress=False, plots=False)
-                    named = {**_alone(run_dir),
+                    named = {**types_alone(run_dir),
                              **rule_metrics(run_dir, list(m["feature_types"]), args.rules, ["flowgrid"])}
                     tag = f", crossfit {folds}" if len(args.crossfit_folds) > 1 else ""
                     tag += f", flow grid {used}" if len(args.flowgrid_method) > 1 else ""
@@ -116,7 +116,7 @@ def main() -> int:
     return 0
 
 
-def _alone(run_dir: Path) -> dict[str, dict]:
+def types_alone(run_dir: Path) -> dict[str, dict]:
     """Each type alone: its own standardised, smoothed frame scores (as ``vad evaluate``'s per_type)."""
     import pandas as pd
 
