@@ -54,7 +54,6 @@ from mulde.cli import key_value  # noqa: E402
 from mulde.config import dataset_defaults, resolve_config  # noqa: E402
 from mulde.pipeline.demo import DEMO_OPTIONS  # noqa: E402
 from mulde.pipeline.evaluate import evaluate_run  # noqa: E402
-from mulde.pipeline.extract import build_extractors, cache_for, extract_split, open_dataset  # noqa: E402
 from mulde.pipeline.train import train_run  # noqa: E402
 
 VIDEOS_DIR = REPO.parent / "shared" / "data" / "videos"
@@ -65,18 +64,16 @@ VIDEOS = {
 }
 KINDS = ("fast", "rewind", "freeze")
 FAST = 3
-PACKAGED = ("frame_features", "crossfit_folds", "velocity_norm")  # what avenue.yaml adds to object runs
+# What avenue.yaml (as ped1.yaml and shanghaitech.yaml) adds to object runs.
+FLOWGRID = {k: dataset_defaults("avenue")[k] for k in ("frame_features", "crossfit_folds")}
+PACKAGED = {**FLOWGRID, "velocity_norm": dataset_defaults("avenue")["velocity_norm"]}
 SETTINGS = {
     "frames": {},
     "objects": {"features": "objects"},
-    "objects+flowgrid": {"features": "objects",
-                         **{k: v for k, v in dataset_defaults("avenue").items() if k in PACKAGED}},
-    "objects+flowgrid-area": {"features": "objects",
-                              **{k: v for k, v in dataset_defaults("avenue").items() if k in PACKAGED},
-                              "velocity_norm": "area"},
+    "objects+flowgrid": {"features": "objects", **PACKAGED},
+    "objects+flowgrid-area": {"features": "objects", **PACKAGED, "velocity_norm": "area"},
     "demo": dict(DEMO_OPTIONS),
-    "demo+flowgrid": {**DEMO_OPTIONS, "feature_types": ["velocity", "flowgrid"],
-                      **{k: v for k, v in dataset_defaults("avenue").items() if k in PACKAGED[:2]}},
+    "demo+flowgrid": {**DEMO_OPTIONS, "feature_types": ["velocity", "flowgrid"], **FLOWGRID},
 }
 
 
@@ -176,13 +173,8 @@ def main() -> int:
                 opts = {"dataset": "folder", "root": str(root), "cache": str(out / name / "cache"), "seed": seed,
                         "device": "cpu", "preset": "cpu", "steps": args.steps, "fps": fps,
                         **SETTINGS[setting], **extra}
-                cfg = resolve_config(opts)
-                ds = open_dataset(cfg)
-                for extractor in build_extractors(cfg, ds):
-                    for split in ("train", "test"):
-                        extract_split(ds, split, extractor, cache_for(cfg), progress=False)
                 run_dir = out / name / f"run-{setting}-seed{seed}{suffix}"
-                train_run(cfg, run_dir, progress=False)
+                train_run(resolve_config(opts), run_dir, progress=False)  # extracts what the cache lacks
                 m = evaluate_run(run_dir, progress=False, plots=False)
                 named = {setting: m}
                 if len(m["feature_types"]) > 1:
