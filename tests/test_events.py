@@ -181,3 +181,37 @@ def test_online_tracks_are_the_offline_tracks_looking_back():
                                                       object_id=[0]), int(f)).values for f in frames])
     np.testing.assert_allclose(online[2 * w:], offline[w:n - w], rtol=1e-5, atol=1e-6)
     assert online.shape == offline.shape and np.allclose(online[5:, -1], 2.0 / 40.0)  # speed in heights/frame
+
+
+
+def test_online_derived_columns_are_the_offline_ones_of_the_past_frames():
+    """Each frame's track/position columns equal the offline ones computed on the frames so far,
+    with a bounded buffer, and a stopped object's dwell climbs to 1."""
+    from mulde.extractors.base import FeatureTable
+    from mulde.pipeline.derived import add_derived
+    from mulde.pipeline.online import OnlineDerived
+
+    n, w = 60, 4
+    walk = np.minimum(np.arange(n), 30) * 3.0  # walks 3 px/frame, stops at frame 30
+    rows = []
+    for f in range(n):
+        rows.append((f, [10 + walk[f], 20, 30 + walk[f], 60]))
+        if 10 <= f < 25:  # a second walker passes, far from the first
+            rows.append((f, [300 - 4.0 * f, 100, 320 - 4.0 * f, 140]))
+    frame_idx = np.array([r[0] for r in rows])
+    boxes = np.array([r[1] for r in rows], np.float32)
+    values = np.random.default_rng(0).normal(size=(len(rows), 3)).astype(np.float32)
+    derived = OnlineDerived(("track", "position"), w)
+    for f in range(n):
+        at = frame_idx == f
+        out = derived.step(FeatureTable(frame_idx=frame_idx[at], values=values[at], boxes=boxes[at],
+                                        object_id=np.arange(at.sum())), f).values
+        upto = frame_idx <= f
+        offline = add_derived(FeatureTable(frame_idx=frame_idx[upto], values=values[upto], boxes=boxes[upto]),
+                              ("track", "position"), w).values[at[upto]]
+        np.testing.assert_allclose(out, offline, rtol=1e-5, atol=1e-6)
+        assert out.shape == (at.sum(), 3 + 7)
+        assert sum(len(t) for t in derived.rows) <= 2 * (2 * w + 1)
+    assert out[0, 3] == 0 and out[0, 6] == 1.0  # standing still: no displacement, full dwell
+    derived.reset()
+    assert not derived.rows

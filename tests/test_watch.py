@@ -62,7 +62,8 @@ def run_dir(tmp_path_factory) -> Path:
     out = root / "run"
     assert main(["train", "--dataset", "folder", "--root", str(root), "--cache", str(root / "cache"),
                  "--features", "objects", "--proposals", "motion", "--feature-types", "velocity",
-                 "--opt", "motion_min_area=20", "--deep", "off", "--detector", "gmm", "--out", str(out), "-q"]) == 0
+                 "--opt", "motion_min_area=20", "--deep", "off", "--detector", "gmm", "--derived", "track",
+                 "--out", str(out), "-q"]) == 0
     info = json.loads((out / "run.json").read_text())
     assert info["calibration"]["held_out"] and info["calibration"]["n_videos"] == 1
     return out

@@ -2,15 +2,18 @@
 
 :class:`OnlineScorer` is what ``vad watch`` and ``vad score --causal`` run. Per stream it keeps a
 frame-by-frame extractor (:mod:`mulde.extractors.stepwise`: previous frame, online motion model,
-trailing clip window), an online tracker for runs trained with ``--track-window`` and a
-:class:`CausalSmoother`. The trained detectors and extractor models are shared by all streams,
-and frames of several streams are detected and scored in one batch.
+trailing clip window), an online tracker for runs trained with ``--track-window``, the recent
+object rows for runs trained with ``--derived`` and a :class:`CausalSmoother`. The trained
+detectors and extractor models are shared by all streams, and frames of several streams are
+detected and scored in one batch.
 
 Scores follow :mod:`mulde.pipeline.score`: per type the max over the frame's objects (the
 training fill value when there is none), standardised with the training statistics, combined
 by clipped sum, then smoothed causally. What differs from the offline path: the smoothing is
 one-sided, clip windows trail the frame, tracklet windows look back ``2 * track_window`` frames
-instead of ``track_window`` both ways, and the background model is primed by the first frame.
+instead of ``track_window`` both ways, derived track columns are computed over the last
+``2 * derived_window`` frames (:class:`OnlineDerived`), and the background model is primed by
+the first frame.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
+from mulde.pipeline.derived import DERIVED_TYPES, add_derived, check_derived
 from mulde.pipeline.run import Run
 from mulde.pipeline.score import combine
 from mulde.pipeline.tracks import TRACKED_TYPES, box_iou
@@ -138,6 +142,42 @@ class OnlineTracks:
                             object_id=table.object_id, meta=table.meta)
 
 
+class OnlineDerived:
+    """Causal version of :func:`mulde.pipeline.derived.add_derived` for one stream.
+
+    Keeps the object rows of the last ``2 * window`` frames and gives the current frame's rows
+    the columns the offline code computes on that trailing span: a row's track window then
+    reaches back ``window`` frames instead of both ways, and ``dwell`` still takes the largest
+    fraction over the rows of the last ``window`` frames, each counted over its own full
+    window. Memory stays bounded by the span.
+    """
+
+    def __init__(self, kinds: tuple[str, ...], window: int) -> None:
+        self.kinds, self.window = tuple(kinds), int(window)
+        self.rows: deque[FeatureTable] = deque()
+
+    def reset(self) -> None:
+        self.rows.clear()
+
+    def step(self, table: FeatureTable, frame: int) -> FeatureTable:
+        if table.boxes is None:
+            return table
+        while self.rows and int(self.rows[0].frame_idx[0]) < frame - 2 * self.window:
+            self.rows.popleft()
+        current = FeatureTable(frame_idx=np.full(len(table), frame, np.int64), values=table.values,
+                               boxes=table.boxes, object_id=table.object_id, meta=table.meta)
+        if len(table):
+            self.rows.append(current)
+        span = list(self.rows) if len(table) else [current]
+        joined = FeatureTable(frame_idx=np.concatenate([t.frame_idx for t in span]),
+                              values=np.concatenate([t.values for t in span]),
+                              boxes=np.concatenate([t.boxes for t in span]), meta=table.meta)
+        out = add_derived(joined, self.kinds, self.window)
+        n = len(table)
+        return FeatureTable(frame_idx=table.frame_idx, values=out.values[len(joined) - n:], boxes=table.boxes,
+                            object_id=table.object_id, meta=out.meta)
+
+
 @dataclass
 class FrameResult:
     """The causal score of one frame and what explains it.
@@ -160,11 +200,13 @@ class FrameResult:
 
 
 class OnlineStream:
-    """Per-stream state: a stepper, an optional tracker and a smoother."""
+    """Per-stream state: a stepper, an optional tracker, optional derived rows and a smoother."""
 
-    def __init__(self, stepper: Any, smoother: CausalSmoother, track_window: int) -> None:
+    def __init__(self, stepper: Any, smoother: CausalSmoother, track_window: int,
+                 derived: tuple[str, ...] = (), derived_window: int = 12) -> None:
         self.stepper, self.smoother = stepper, smoother
         self.tracks = OnlineTracks(track_window) if track_window else None
+        self.derived = OnlineDerived(derived, derived_window) if derived else None
         self.n_scored = 0
 
     def reset(self) -> None:
@@ -172,6 +214,8 @@ class OnlineStream:
         self.stepper.reset()
         if self.tracks is not None:
             self.tracks.reset()
+        if self.derived is not None:
+            self.derived.reset()
 
 
 class OnlineScorer:
@@ -192,10 +236,8 @@ class OnlineScorer:
         check_features(run, self.extractor)
         self.types = tuple(run.feature_types)
         self.track_window = int(cfg.scoring.track_window or 0)
-        if cfg.scoring.derived:
-            raise InputError(f"{run.folder}: this run models derived {'/'.join(cfg.scoring.derived)} columns, "
-                             "computed over whole tracks offline; causal/live scoring does not support them: "
-                             "score it offline or train a run without --derived")
+        self.derived = check_derived(cfg.scoring.derived, cfg.scoring.derived_window)
+        self.derived_window = int(cfg.scoring.derived_window)
         self.rule = cfg.scoring.combine
         self.sigma = float(cfg.scoring.smoothing_sigma or 0) if sigma is None else float(sigma)
         self.smoothing = smoothing or getattr(getattr(cfg, "alerts", None), "smoothing", "gaussian")
@@ -215,7 +257,7 @@ class OnlineScorer:
                 self._flow = FlowEstimator(c.flow, device=c.device, cache=c.cache)
             shared["flow"] = self._flow
         return OnlineStream(make_stepper(self.extractor, **shared), CausalSmoother(self.sigma, self.smoothing),
-                            self.track_window)
+                            self.track_window, self.derived, self.derived_window)
 
     def smoother_delay(self) -> float:
         return CausalSmoother(self.sigma, self.smoothing).delay_frames
@@ -243,6 +285,8 @@ class OnlineScorer:
             rows = stream.stepper.step(index, image, det=det, prev=prev)
             if stream.tracks is not None:
                 rows = {t: stream.tracks.step(tab, index) if t in TRACKED_TYPES else tab for t, tab in rows.items()}
+            if stream.derived is not None:
+                rows = {t: stream.derived.step(tab, index) if t in DERIVED_TYPES else tab for t, tab in rows.items()}
             tables.append(rows)
         row_scores = self._score_rows(tables)
         out = []
