@@ -139,7 +139,7 @@ def main() -> int:
     total = time.perf_counter() - t_start
     mode = "frame-centric flow-grid" if args.frames else f"object-centric ({', '.join(types)})"
     if args.opt:
-        mode += ", " + ", ".join(args.opt)
+        mode += ", " + ", ".join(f"{k}={v}" for k, v in args.opt)
     from mulde.detector.mulde import mulde_preset
 
     preset = mulde_preset(args.preset if args.preset != "auto" else "cpu")

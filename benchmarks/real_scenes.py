@@ -24,10 +24,10 @@ test videos; features are extracted once per extractor configuration and cached 
 Settings: ``frames`` is the folder dataset's default (the flow-grid frame feature alone);
 ``objects`` is ``--features objects`` on a folder dataset (the object defaults a user gets);
 ``objects+flowgrid`` adds what the Avenue, Ped1 and ShanghaiTech files add to those
-(``frame_features: [flowgrid]``, ``crossfit_folds: 4``, ``velocity_norm: height``), and
-``objects+flowgrid-area`` the same in pixels; ``demo`` is `vad demo`'s options (motion boxes that
-keep stopped objects, track and position columns, velocity alone), and ``demo+flowgrid`` those
-with the flow grid beside them as the Avenue file adds it (the setting of
+(``frame_features: [flowgrid]``, ``crossfit_folds: 4``, ``velocity_norm: height``,
+``derived: [track]``), and ``objects+flowgrid-area`` the same in pixels; ``demo`` is `vad demo`'s
+options (motion boxes that keep stopped objects, track and position columns, velocity alone), and
+``demo+flowgrid`` those with the flow grid beside them as the Avenue file adds it (the setting of
 ``benchmarks/combine_kinds.py``). ``--opt`` sets further options of every run.
 """
 
@@ -66,7 +66,7 @@ KINDS = ("fast", "rewind", "freeze")
 FAST = 3
 # What avenue.yaml (as ped1.yaml and shanghaitech.yaml) adds to object runs.
 FLOWGRID = {k: dataset_defaults("avenue")[k] for k in ("frame_features", "crossfit_folds")}
-PACKAGED = {**FLOWGRID, "velocity_norm": dataset_defaults("avenue")["velocity_norm"]}
+PACKAGED = {**FLOWGRID, **{k: dataset_defaults("avenue")[k] for k in ("velocity_norm", "derived")}}
 SETTINGS = {
     "frames": {},
     "objects": {"features": "objects"},

@@ -98,7 +98,7 @@ def main() -> int:
             fit, held_loss = np.mean(pairs, axis=0)
             rows.append((t, w, s, fit, held_loss, " / ".join(f"{h:.4g}" for _, h in pairs)))
 
-    opts_note = f" {' '.join(args.opt)}" if args.opt else ""
+    opts_note = "".join(f" {k}={v}" for k, v in args.opt)
     print(f"\n{args.dataset}: MULDE ({args.preset} preset{opts_note}), seed {args.seed}, "
           f"{len(items)} training videos in {args.folds} folds, {args.eval_folds} left out in turn; "
           f"loss = denoising score matching loss, {args.draws} noise draws per row; "

@@ -511,9 +511,10 @@ def resolve_config(flags: Mapping[str, Any] | None = None, config_file: str | os
     if packaged:
         dataset = _pick(user, "data", "dataset")
         pre = [parse_layer(dataset_defaults(dataset), f"mulde/configs/{str(dataset).lower()}.yaml")] if dataset else []
-        if pre and _pick(pre + user, "extractor", "features") == "frames" and _pick(user, "extractor",
-                                                                                    "frame_features") is None:
-            pre[0]["extractor"].pop("frame_features", None)  # a dataset's addition to its object runs only
+        if pre and _pick(pre + user, "extractor", "features") == "frames":  # a dataset's additions to its object runs
+            for section, name in (("extractor", "frame_features"), ("scoring", "derived")):
+                if _pick(user, section, name) is None:
+                    pre[0][section].pop(name, None)
         preset = resolve_preset(_pick(pre + user, "detector", "preset", "auto"),
                                 _pick(user, "runtime", "device", "auto"))
         pre.append(parse_layer(PRESETS[preset], f"preset {preset}"))

@@ -170,12 +170,17 @@ def test_object_datasets_add_the_flow_grid_with_unseen_video_statistics_except_p
         assert cfg.extractor.features == "objects" and cfg.extractor.frame_features == ("flowgrid",)
         assert cfg.scoring.crossfit_folds == 4
         assert cfg.extractor_options["velocity_norm"] == "height"  # perspective-free speed (RESULTS.md)
+        assert cfg.scoring.derived == ("track",)  # track columns see stopped objects (RESULTS.md)
         alone = resolve_config({"dataset": name}, opt=[("frame_features", [])])
         assert alone.extractor.frame_features == ()
         frames = resolve_config({"dataset": name, "features": "frames", "backbone": "hiera_large_16x224"})
-        assert frames.extractor.frame_features == ()  # the dataset's addition is for object runs
+        assert frames.extractor.frame_features == ()  # the dataset's additions are for object runs
+        assert frames.scoring.derived == ()
+        asked = resolve_config({"dataset": name, "features": "frames"}, opt=[("derived", ["position"])])
+        assert asked.scoring.derived == ("position",)  # what the user asks for stays (train.py says why not)
     ped2 = resolve_config({"dataset": "ped2"})  # its objects measured better alone (RESULTS.md)
     assert ped2.extractor.frame_features == () and ped2.scoring.crossfit_folds == 0
+    assert ped2.scoring.derived == ()
 
 
 def test_preset_auto_picks_cpu_without_a_gpu(monkeypatch):
