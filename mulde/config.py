@@ -515,6 +515,9 @@ def resolve_config(flags: Mapping[str, Any] | None = None, config_file: str | os
             for section, name in (("extractor", "frame_features"), ("scoring", "derived")):
                 if _pick(user, section, name) is None:
                     pre[0][section].pop(name, None)
+        if pre and "velocity" not in (_pick(user, "detector", "feature_types") or ("velocity",)) \
+                and _pick(user, "scoring", "derived") is None:
+            pre[0]["scoring"].pop("derived", None)  # its columns extend velocity rows, which the user left out
         preset = resolve_preset(_pick(pre + user, "detector", "preset", "auto"),
                                 _pick(user, "runtime", "device", "auto"))
         pre.append(parse_layer(PRESETS[preset], f"preset {preset}"))

@@ -183,6 +183,16 @@ def test_object_datasets_add_the_flow_grid_with_unseen_video_statistics_except_p
     assert ped2.scoring.derived == ()
 
 
+def test_track_columns_come_with_object_runs_that_model_velocity(tmp_path):
+    folder = {"dataset": "folder", "root": str(tmp_path)}
+    assert resolve_config(folder).scoring.derived == ()  # frames by default
+    assert resolve_config({**folder, "features": "objects"}).scoring.derived == ("track",)
+    for flags in ({**folder, "features": "objects", "feature_types": ["pose"]},
+                  {"dataset": "avenue", "feature_types": ["pose", "flowgrid"]}):
+        assert resolve_config(flags).scoring.derived == ()  # no velocity rows to extend
+    assert resolve_config({**folder, "features": "objects"}, opt=[("derived", [])]).scoring.derived == ()
+
+
 def test_preset_auto_picks_cpu_without_a_gpu(monkeypatch):
     monkeypatch.setattr("mulde.config.cuda_available", lambda: False)
     cfg = resolve_config({"dataset": "ped2"})
