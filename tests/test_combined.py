@@ -318,7 +318,7 @@ def test_without_refit_the_held_out_statistics_are_the_run_models_own(combined):
     from mulde.config import resolve_config
     from mulde.detector.registry import load_detector
     from mulde.pipeline.extract import build_extractors, cache_for, load_tables, open_dataset
-    from mulde.pipeline.score import TypeStats
+    from mulde.pipeline.score import TypeStats, prepare_tables
     from mulde.pipeline.threshold import split_calibration
 
     root, _, common, _ = combined
@@ -329,7 +329,9 @@ def test_without_refit_the_held_out_statistics_are_the_run_models_own(combined):
     assert info["train_videos"] == 2 and info["calibration"]["held_out"] is True
     cfg = resolve_config(yaml.safe_load((run / "config.yaml").read_text()))
     ds = open_dataset(cfg)
-    tables = [tabs for _, tabs in load_tables(ds, "train", build_extractors(cfg, ds), cache_for(cfg), progress=False)]
+    sc = cfg.scoring
+    tables = [prepare_tables(tabs, sc.track_window, sc.derived, sc.derived_window)  # as training saw them
+              for _, tabs in load_tables(ds, "train", build_extractors(cfg, ds), cache_for(cfg), progress=False)]
     held = [tables[k] for k in split_calibration(len(tables), 0.2, cfg.runtime.seed)]
     for t in ("velocity", "flowgrid"):
         det, st = load_detector(run / f"{t}.safetensors"), TypeStats(**info["stats"][t])

@@ -55,8 +55,10 @@ def test_extract_train_evaluate_score(synthetic, tmp_path, capsys, features, min
         assert recorded["scoring"]["track_window"] == 2
         from mulde.pipeline.run import load_run
 
-        # 8 orientation bins + magnitude + 3 geometry columns, then 3 track-speed columns
-        assert load_run(run, device="cpu").detectors["velocity"].n_features_in_ == 15
+        # 8 orientation bins + magnitude + 3 geometry columns, 3 track-speed columns, then the
+        # folder file's 4 derived track columns
+        assert recorded["scoring"]["derived"] == ["track"]
+        assert load_run(run, device="cpu").detectors["velocity"].n_features_in_ == 19
 
     _run(["evaluate", "--model", str(run)])
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
