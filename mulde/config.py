@@ -511,13 +511,13 @@ def resolve_config(flags: Mapping[str, Any] | None = None, config_file: str | os
     if packaged:
         dataset = _pick(user, "data", "dataset")
         pre = [parse_layer(dataset_defaults(dataset), f"mulde/configs/{str(dataset).lower()}.yaml")] if dataset else []
-        if pre and _pick(pre + user, "extractor", "features") == "frames":  # a dataset's additions to its object runs
-            for section, name in (("extractor", "frame_features"), ("scoring", "derived")):
-                if _pick(user, section, name) is None:
+        if pre:  # a dataset's additions to its object runs; derived columns extend velocity rows
+            frames = _pick(pre + user, "extractor", "features") == "frames"
+            no_velocity = "velocity" not in (_pick(user, "detector", "feature_types") or ("velocity",))
+            for section, name, drop in (("extractor", "frame_features", frames),
+                                        ("scoring", "derived", frames or no_velocity)):
+                if drop and _pick(user, section, name) is None:
                     pre[0][section].pop(name, None)
-        if pre and "velocity" not in (_pick(user, "detector", "feature_types") or ("velocity",)) \
-                and _pick(user, "scoring", "derived") is None:
-            pre[0]["scoring"].pop("derived", None)  # its columns extend velocity rows, which the user left out
         preset = resolve_preset(_pick(pre + user, "detector", "preset", "auto"),
                                 _pick(user, "runtime", "device", "auto"))
         pre.append(parse_layer(PRESETS[preset], f"preset {preset}"))

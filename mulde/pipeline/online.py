@@ -164,18 +164,15 @@ class OnlineDerived:
             return table
         while self.rows and int(self.rows[0].frame_idx[0]) < frame - 2 * self.window:
             self.rows.popleft()
-        current = FeatureTable(frame_idx=np.full(len(table), frame, np.int64), values=table.values,
-                               boxes=table.boxes, object_id=table.object_id, meta=table.meta)
-        if len(table):
-            self.rows.append(current)
-        span = list(self.rows) if len(table) else [current]
-        joined = FeatureTable(frame_idx=np.concatenate([t.frame_idx for t in span]),
-                              values=np.concatenate([t.values for t in span]),
-                              boxes=np.concatenate([t.boxes for t in span]), meta=table.meta)
+        if not len(table):  # nothing to add to, but the columns still give the table its width
+            return add_derived(table, self.kinds, self.window)
+        self.rows.append(table)
+        joined = FeatureTable(frame_idx=np.concatenate([t.frame_idx for t in self.rows]),
+                              values=np.concatenate([t.values for t in self.rows]),
+                              boxes=np.concatenate([t.boxes for t in self.rows]), meta=table.meta)
         out = add_derived(joined, self.kinds, self.window)
-        n = len(table)
-        return FeatureTable(frame_idx=table.frame_idx, values=out.values[len(joined) - n:], boxes=table.boxes,
-                            object_id=table.object_id, meta=out.meta)
+        return FeatureTable(frame_idx=table.frame_idx, values=out.values[len(joined) - len(table):],
+                            boxes=table.boxes, object_id=table.object_id, meta=out.meta)
 
 
 @dataclass
