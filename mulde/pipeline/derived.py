@@ -70,29 +70,42 @@ def track_columns(frame_idx: np.ndarray, boxes: np.ndarray, window: int) -> np.n
     frame_idx = np.asarray(frame_idx, np.int64)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     tid = link_tracks(frame_idx, boxes)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    height = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
-    order = np.lexsort((frame_idx, tid))
-    starts = np.flatnonzero(np.r_[True, np.diff(tid[order]) != 0])
-    for a, b in zip(starts, np.r_[starts[1:], n]):
-        rows = order[a:b]
-        frames = frame_idx[rows]
-        lo = np.searchsorted(frames, frames - window, side="left")
-        hi = np.searchsorted(frames, frames + window, side="right") - 1  # inclusive
-        c = centre[rows].astype(np.float64)
-        step = np.r_[0.0, np.hypot(*np.diff(c, axis=0).T)]
-        path = np.cumsum(step)
-        hsum = np.r_[0.0, np.cumsum(height[rows], dtype=np.float64)]
-        mean_h = (hsum[hi + 1] - hsum[lo]) / (hi - lo + 1)
-        span = (frames[hi] - frames[lo]).astype(np.float64)
-        moved = c[hi] - c[lo]
-        v = np.where(span[:, None] > 0, moved / np.maximum(span, 1.0)[:, None] / mean_h[:, None], 0.0)
-        travelled = path[hi] - path[lo]
-        straight = np.where(travelled > 1e-6, np.hypot(*moved.T) / np.maximum(travelled, 1e-6), 1.0)
-        near = np.array([np.count_nonzero(np.hypot(*(c[lo[i]:hi[i] + 1] - c[i]).T) <= DWELL_RADIUS * height[rows[i]])
-                         for i in range(len(rows))], np.float64) / (2 * window + 1)
-        dwell = np.array([near[lo[i]:hi[i] + 1].max() for i in range(len(rows))])
-        out[rows] = np.c_[v, straight, dwell]
+    order = np.lexsort((frame_idx, tid))  # rows grouped by track, in frame order
+    frames, track = frame_idx[order], tid[order]
+    c = ((boxes[order, :2] + boxes[order, 2:]) / 2).astype(np.float64)
+    height = np.maximum(boxes[order, 3] - boxes[order, 1], 1.0).astype(np.float64)
+    # one sorted key over all tracks, with gaps wider than the window between tracks, so each
+    # row's window [lo, hi] (positions in `order`, inclusive) never leaves its own track
+    key = track * (int(frames.max()) + 2 * window + 2) + frames
+    lo = np.searchsorted(key, key - window, side="left")
+    hi = np.searchsorted(key, key + window, side="right") - 1
+    new_track = np.r_[True, track[1:] != track[:-1]]
+    step = np.r_[0.0, np.hypot(*np.diff(c, axis=0).T)]
+    path = np.cumsum(np.where(new_track, 0.0, step))
+    hsum = np.r_[0.0, np.cumsum(height)]
+    mean_h = (hsum[hi + 1] - hsum[lo]) / (hi - lo + 1)
+    span = (frames[hi] - frames[lo]).astype(np.float64)
+    moved = c[hi] - c[lo]
+    v = np.where(span[:, None] > 0, moved / np.maximum(span, 1.0)[:, None] / mean_h[:, None], 0.0)
+    travelled = path[hi] - path[lo]
+    straight = np.where(travelled > 1e-6, np.hypot(*moved.T) / np.maximum(travelled, 1e-6), 1.0)
+    # near: rows of the window within DWELL_RADIUS heights of this row's centre; dwell: the
+    # largest near over the window. Both loop over offsets within the widest window, not rows.
+    pos = np.arange(n)
+    reach = int(max((hi - pos).max(), (pos - lo).max()))
+    near = np.ones(n, np.float64)  # the row itself
+    for k in range(1, reach + 1):
+        for j in (pos + k, pos - k):
+            ok = (j >= lo) & (j <= hi)
+            jj = np.clip(j, 0, n - 1)
+            near += ok & (np.hypot(*(c[jj] - c).T) <= DWELL_RADIUS * height)
+    near /= 2 * window + 1
+    dwell = near.copy()
+    for k in range(1, reach + 1):
+        for j in (pos + k, pos - k):
+            ok = (j >= lo) & (j <= hi)
+            dwell = np.where(ok, np.maximum(dwell, near[np.clip(j, 0, n - 1)]), dwell)
+    out[order] = np.c_[v, straight, dwell]
     return out
 
 

@@ -37,26 +37,38 @@ def link_tracks(frame_idx: np.ndarray, boxes: np.ndarray, min_iou: float = 0.3, 
     frame_idx = np.asarray(frame_idx, np.int64)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     tid = np.full(len(frame_idx), -1, np.int64)
-    last_frame: list[int] = []
-    last_box: list[np.ndarray] = []
-    for f in np.unique(frame_idx):
-        rows = np.flatnonzero(frame_idx == f)
-        live = [k for k, lf in enumerate(last_frame) if f - lf <= max_gap + 1]
-        if live:
-            overlap = box_iou(boxes[rows], np.stack([last_box[k] for k in live]))
+    order = np.argsort(frame_idx, kind="stable")
+    cuts = np.flatnonzero(np.diff(frame_idx[order])) + 1
+    # only the tracks still open, oldest first (matching ties go to the older track)
+    live_id: list[int] = []
+    live_frame: list[int] = []
+    live_box: list[np.ndarray] = []
+    n_tracks = 0
+    for rows in np.split(order, cuts) if len(order) else ():
+        f = int(frame_idx[rows[0]])
+        keep = [k for k, lf in enumerate(live_frame) if f - lf <= max_gap + 1]
+        live_id, live_frame, live_box = ([live_id[k] for k in keep], [live_frame[k] for k in keep],
+                                         [live_box[k] for k in keep])
+        matched: dict[int, int] = {}  # row position -> live position
+        if live_id:
+            overlap = box_iou(boxes[rows], np.stack(live_box))
             while overlap.size:
                 i, j = np.unravel_index(np.argmax(overlap), overlap.shape)
                 if overlap[i, j] < min_iou:
                     break
-                tid[rows[i]] = live[j]
+                matched[int(i)] = int(j)
                 overlap[i, :], overlap[:, j] = -1.0, -1.0
-        for r in rows:
-            if tid[r] < 0:
-                tid[r] = len(last_frame)
-                last_frame.append(int(f))
-                last_box.append(boxes[r])
+        for i, r in enumerate(rows):
+            if i in matched:
+                j = matched[i]
+                tid[r] = live_id[j]
+                live_frame[j], live_box[j] = f, boxes[r]
             else:
-                last_frame[tid[r]], last_box[tid[r]] = int(f), boxes[r]
+                tid[r] = n_tracks
+                live_id.append(n_tracks)
+                live_frame.append(f)
+                live_box.append(boxes[r])
+                n_tracks += 1
     return tid
 
 
