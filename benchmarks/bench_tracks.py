@@ -6,7 +6,8 @@ is synthetic: walkers enter at random places, walk 50-200 frames at random veloc
 ``--objects`` of them in every frame; one row in five is dropped (detector misses). For each
 length, both revisions time ``link_tracks`` and ``track_columns`` (which links again) on the same
 rows in one run, each in its own process importing that revision's ``mulde`` (``git archive``
-into a temporary folder), and check that the columns agree.
+into a temporary folder), and report the largest difference between their columns (float32
+rounding of sums over the whole video, about 1e-7, where the revisions sum differently).
 
     python benchmarks/bench_tracks.py [--baseline ae1d770] [--frames 2000 8000 32000] [--objects 10]
 """
@@ -82,7 +83,7 @@ def main() -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
               f"`python benchmarks/bench_tracks.py --baseline {args.baseline} --frames "
               f"{' '.join(map(str, args.frames))} --objects {args.objects}`\n")
-        print("| frames | rows | tracks | revision | link_tracks s | track_columns s | rows/s | columns equal |")
+        print("| frames | rows | tracks | revision | link_tracks s | track_columns s | rows/s | largest column difference |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for n in args.frames:
             fi, bx = scene(n, args.objects)
@@ -94,10 +95,10 @@ def main() -> None:
             for name, src in (("baseline", base), ("this checkout", ROOT)):
                 r = run(src, data, tmp / f"{name.replace(' ', '_')}{n}.npy")
                 cols[name] = np.load(tmp / f"{name.replace(' ', '_')}{n}.npy")
-                same = np.array_equal(cols[name], cols["baseline"])
+                diff = float(np.abs(cols[name] - cols["baseline"]).max()) if len(fi) else 0.0
                 print(f"| {n} | {len(fi)} | {n_tracks} | {name if name != 'baseline' else args.baseline} | "
                       f"{r['link_s']:.2f} | {r['columns_s']:.2f} | {len(fi) / r['columns_s']:,.0f} | "
-                      f"{'yes' if same else 'NO'} |", flush=True)
+                      f"{diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

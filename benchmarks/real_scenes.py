@@ -26,7 +26,7 @@ Settings: ``frames`` is the folder dataset's default (the flow-grid frame featur
 ``objects+flowgrid`` adds what the Avenue, Ped1 and ShanghaiTech files add to those
 (``frame_features: [flowgrid]``, ``crossfit_folds: 4``, ``velocity_norm: height``,
 ``derived: [track]``), and ``objects+flowgrid-area`` the same in pixels; ``demo`` is `vad demo`'s
-options (motion boxes that keep stopped objects, track and position columns, velocity alone), and
+options (motion boxes that keep stopped objects, track columns, velocity alone), and
 ``demo+flowgrid`` those with the flow grid beside them as the Avenue file adds it (the setting of
 ``benchmarks/combine_kinds.py``). ``--opt`` sets further options of every run.
 """
