@@ -90,23 +90,27 @@ def track_columns(frame_idx: np.ndarray, boxes: np.ndarray, window: int) -> np.n
     travelled = path[hi] - path[lo]
     straight = np.where(travelled > 1e-6, np.hypot(*moved.T) / np.maximum(travelled, 1e-6), 1.0)
     # near: rows of the window within DWELL_RADIUS heights of this row's centre; dwell: the
-    # largest near over the window. Both loop over offsets within the widest window, not rows.
-    pos = np.arange(n)
-    reach = int(max((hi - pos).max(), (pos - lo).max()))
+    # largest near over the window
     near = np.ones(n, np.float64)  # the row itself
-    for k in range(1, reach + 1):
-        for j in (pos + k, pos - k):
-            ok = (j >= lo) & (j <= hi)
-            jj = np.clip(j, 0, n - 1)
-            near += ok & (np.hypot(*(c[jj] - c).T) <= DWELL_RADIUS * height)
+    for ok, j in _window_partners(lo, hi):
+        near += ok & (np.hypot(*(c[j] - c).T) <= DWELL_RADIUS * height)
     near /= 2 * window + 1
     dwell = near.copy()
-    for k in range(1, reach + 1):
-        for j in (pos + k, pos - k):
-            ok = (j >= lo) & (j <= hi)
-            dwell = np.where(ok, np.maximum(dwell, near[np.clip(j, 0, n - 1)]), dwell)
+    for ok, j in _window_partners(lo, hi):
+        dwell = np.where(ok, np.maximum(dwell, near[j]), dwell)
     out[order] = np.c_[v, straight, dwell]
     return out
+
+
+def _window_partners(lo: np.ndarray, hi: np.ndarray):
+    """For each offset k = ±1, ±2, ... within the widest window: (row i's window holds row i + k,
+    i + k clipped to the rows), so per-row window loops run over offsets, not rows."""
+    n = len(lo)
+    pos = np.arange(n)
+    reach = int(max((hi - pos).max(), (pos - lo).max()))
+    for k in range(1, reach + 1):
+        for j in (pos + k, pos - k):
+            yield (j >= lo) & (j <= hi), np.clip(j, 0, n - 1)
 
 
 def position_columns(boxes: np.ndarray) -> np.ndarray:
