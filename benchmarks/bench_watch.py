@@ -59,6 +59,22 @@ def make_clips(folder: Path, seconds: float) -> dict[str, Path]:
     return out
 
 
+def row_widths(cfg, extractor) -> dict[str, int]:
+    """Each feature type's row width as the run's detectors see it: the extractor on the first
+    frames of Ped2 test 01, then the run's tracklet and derived columns (no width is hard-coded,
+    so the preset's types and columns are always the ones measured)."""
+    import cv2
+
+    from mulde.datasets.video import ArrayVideo, list_frame_files
+    from mulde.pipeline.score import prepare_tables
+
+    files = list_frame_files(SHARED / "ucsd_ped2" / "testing" / "frames" / "01")[:12]
+    frames = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
+    tables = prepare_tables(extractor.extract(ArrayVideo(frames), progress=False), cfg.scoring.track_window,
+                            cfg.scoring.derived, cfg.scoring.derived_window)
+    return {t: int(tab.values.shape[1]) for t, tab in tables.items()}
+
+
 def cost_equivalent_run(imgsz: int, device: str, folder: Path):
     """A run with the Ped2 preset's extractor and untrained-cost-equivalent MULDE detectors."""
     from mulde.config import resolve_config, resolved_record
@@ -72,7 +88,7 @@ def cost_equivalent_run(imgsz: int, device: str, folder: Path):
                           "device": device, "preset": "cpu", "deep": False,
                           "alerts.threshold": 3.0})  # fitted on random rows: no calibration, a fixed level
     extractor = build_extractor(cfg)
-    dims = {"velocity": 10, "pose": 34}
+    dims = row_widths(cfg, extractor)
     rng = np.random.default_rng(0)
     detectors = {}
     for t in extractor.feature_types:

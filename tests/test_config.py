@@ -180,7 +180,7 @@ def test_object_datasets_add_the_flow_grid_with_unseen_video_statistics_except_p
         assert asked.scoring.derived == ("position",)  # what the user asks for stays (train.py says why not)
     ped2 = resolve_config({"dataset": "ped2"})  # its objects measured better alone (RESULTS.md)
     assert ped2.extractor.frame_features == () and ped2.scoring.crossfit_folds == 0
-    assert ped2.scoring.derived == ()
+    assert ped2.scoring.derived == ("track",)
 
 
 def test_track_columns_come_with_object_runs_that_model_velocity(tmp_path):
