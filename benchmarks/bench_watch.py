@@ -82,7 +82,7 @@ def cost_equivalent_run(imgsz: int, device: str, folder: Path):
     from mulde.pipeline.cache import extractor_key
     from mulde.pipeline.extract import build_extractor
     from mulde.pipeline.run import Run
-    from mulde.pipeline.score import TypeStats
+    from mulde.pipeline.score import TypeStats, conformal_curve
 
     cfg = resolve_config({"dataset": "ped2", "root": str(SHARED / "ucsd_ped2"), "yolo_imgsz": imgsz,
                           "device": device, "preset": "cpu", "deep": False,
@@ -99,7 +99,8 @@ def cost_equivalent_run(imgsz: int, device: str, folder: Path):
     return Run(folder=folder, config=record.to_dict(), extractor=extractor.name,
                extractor_key=extractor_key(extractor.name, extractor.config()),
                feature_types=tuple(extractor.feature_types),
-               stats={t: TypeStats(mean=0.0, std=1.0, fill=0.0, n_rows=2000) for t in extractor.feature_types},
+               stats={t: TypeStats(mean=0.0, std=1.0, fill=0.0, n_rows=2000, **conformal_curve(rng.normal(size=2000)))
+                      for t in extractor.feature_types},
                detectors=detectors, info={})
 
 
