@@ -129,6 +129,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length (default: 10 s = 100 frames)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clips", help="a folder with 360x240.mp4 / 640x360.mp4 made earlier (a machine "
+                                    "without FFmpeg); default: encode them from ../shared/data")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import logging
@@ -136,7 +138,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     streams = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        clips = make_clips(Path(tmp), args.seconds)
+        clips = ({p.stem: p for p in sorted(Path(args.clips).glob("*x*.mp4"))} if args.clips
+                 else make_clips(Path(tmp), args.seconds))
         print(f"# bench_watch: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
               f"{time.strftime('%Y-%m-%d')}")

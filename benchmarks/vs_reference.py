@@ -169,6 +169,7 @@ def reference_gmm_auc(model, train, test, y, args: Namespace) -> dict:
     mean, std = tr.mean(0), tr.std(0)
     sigmas = [float(f"{s:.5f}") for s in np.linspace(args.sigma_low, args.sigma_high, args.L)]
     model.eval()
+    device = next(model.parameters()).device
 
     def levels(x: np.ndarray) -> np.ndarray:
         x = (torch.as_tensor(np.asarray(x), dtype=torch.float32) - mean) / (std + 1e-8)
@@ -177,7 +178,9 @@ def reference_gmm_auc(model, train, test, y, args: Namespace) -> dict:
             for s in sigmas:
                 cols = []
                 for chunk in torch.split(x, 4096):
-                    cols.append(model(torch.hstack([chunk, s * torch.ones(len(chunk), 1)])).ravel())
+                    chunk = chunk.to(device)
+                    sig = s * torch.ones(len(chunk), 1, device=device)
+                    cols.append(model(torch.hstack([chunk, sig])).ravel().cpu())
                 out.append(torch.cat(cols).numpy())
         return np.stack(out, 1).astype(np.float64)
 
@@ -192,17 +195,21 @@ class TimedMULDE(MULDE):
         inner = super()._make_step(net, device)
         self.stamps = stamps = []
 
+        sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
         def step(x, eps, sigma):
+            sync()  # on a GPU the interval must hold the previous step's kernels, not their launch
             stamps.append(time.perf_counter())
             return inner(x, eps, sigma)
 
         return step
 
 
-def run_ours(train, test, y, units, epochs, batch, lr, beta, seed, timing_reps: int = 0) -> dict:
+def run_ours(train, test, y, units, epochs, batch, lr, beta, seed, timing_reps: int = 0,
+             device: str = "cpu") -> dict:
     steps = (epochs + 1) * math.ceil(len(train) / batch)  # the reference trains epochs + 1 epochs
     m = TimedMULDE(hidden=tuple(units), batch_size=batch, lr=lr, beta=beta, steps=steps,
-                   device="cpu", seed=seed, log_every=10**9, gmm_components=1)
+                   device=device, seed=seed, log_every=10**9, gmm_components=1)
     t0 = time.perf_counter()
     m.fit(np.asarray(train, np.float32), progress=False)
     total = time.perf_counter() - t0
@@ -218,8 +225,8 @@ def run_ours(train, test, y, units, epochs, batch, lr, beta, seed, timing_reps: 
             "n_steps": steps}
 
 
-def ref_args(units, epochs, batch, lr, beta, L=16) -> Namespace:
-    return Namespace(experiment_name="MULDE", device="cpu", epochs=epochs, lr=lr, batch_size=batch,
+def ref_args(units, epochs, batch, lr, beta, L=16, device: str = "cpu") -> Namespace:
+    return Namespace(experiment_name="MULDE", device=device, epochs=epochs, lr=lr, batch_size=batch,
                      units=list(units), sigma_low=1e-3, sigma_high=1.0, plot_dataset=False,
                      unstandardized=False, dropout=None, use_scheduler=False, layernorm=False, gmm=False,
                      gradient_clipping=None, meshgrid_offset=10.0, L=L, beta=beta)
@@ -249,6 +256,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-4, help="the reference's default")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: both sides train and score there")
     ap.add_argument("--paper-units", type=int, default=4096, help="width of the speed runs (the paper's 4096)")
     ap.add_argument("--quick", action="store_true", help="speed only at paper size; accuracy with 20 epochs")
     ap.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS),
@@ -267,10 +275,11 @@ def main() -> int:
         test = rng.standard_normal((256 if args.quick else 512, d)).astype(np.float32)
         y = (np.arange(len(test)) % 2).astype(int)
         r = run_reference(ref, ref_models, ref_utils, train, test, y, ref_args([wide, wide], 0, batch,
-                                                                              args.lr, args.beta), 0)
-        o = run_ours(train, test, y, [wide, wide], 0, batch, args.lr, args.beta, 0, timing_reps=2)
-        rows.append(f"| training step, 2 x {wide}, batch 2048, {label} (s) | {r['step_s']:.2f} | "
-                     f"{o['step_s']:.2f} | {r['step_s'] / o['step_s']:.1f}x |")
+                                                                              args.lr, args.beta, device=args.device), 0)
+        o = run_ours(train, test, y, [wide, wide], 0, batch, args.lr, args.beta, 0, timing_reps=2,
+                     device=args.device)
+        rows.append(f"| training step, 2 x {wide}, batch 2048, {label} (ms) | {1e3 * r['step_s']:.3g} | "
+                    f"{1e3 * o['step_s']:.3g} | {r['step_s'] / o['step_s']:.1f}x |")
         rows.append(f"| scoring, 2 x {wide}, {label} (µs per feature and σ) | {r['pair_us']:.3g} | "
                     f"{o['pair_us']:.3g} | {r['pair_us'] / o['pair_us']:.1f}x |")
         print(rows[-2], rows[-1], sep="\n", flush=True)
@@ -288,8 +297,8 @@ def main() -> int:
             problems["manifold 3-in-64"] = (*make_manifold(n_train=10_000, seed=seed), {1: "off", 2: "hole"})
         for pname, (train, test, y, kind, names) in problems.items():
             r = run_reference(ref, ref_models, ref_utils, train, test, y,
-                              ref_args(args.units, epochs, batch, args.lr, args.beta), seed)
-            o = run_ours(train, test, y, args.units, epochs, batch, args.lr, args.beta, seed)
+                              ref_args(args.units, epochs, batch, args.lr, args.beta, device=args.device), seed)
+            o = run_ours(train, test, y, args.units, epochs, batch, args.lr, args.beta, seed, device=args.device)
             for who, res in (("reference", r), ("mulde", o)):
                 acc.setdefault(pname, {}).setdefault(who, []).append(
                     (roc_auc_score(y, res["auc"]), auc_cells(y, kind, names, res["auc"]), res["seconds"]))
@@ -308,7 +317,9 @@ def main() -> int:
         our_s = np.mean([s for _, _, s in who["mulde"]])
         rows.append(f"| wall time, {pname}, incl. the reference's evaluation every 5 epochs (s) | "
                     f"{ref_s:.0f} | {our_s:.0f} | |")
-    print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; date {date.today()}; "
+    gpu = f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""
+    print(f"\nMachine: {cpu_name()}{gpu}, {os.cpu_count()} cores, {args.threads} torch threads, device "
+          f"{args.device}; date {date.today()}; "
           f"command: `python benchmarks/vs_reference.py {' '.join(sys.argv[1:])}`; reference commit "
           f"{_commit(Path(args.reference))}; lr {args.lr}, β {args.beta}, σ in [1e-3, 1], L = 16, batch "
           f"{batch}; total {time.perf_counter() - t_start:.0f} s.\n")
