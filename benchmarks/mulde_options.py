@@ -36,13 +36,13 @@ from mulde.detector.base import fit_gmm, gmm_nll  # noqa: E402
 from mulde.detector.neural import level_grid  # noqa: E402
 
 
-def problems(seed: int, which: list[str]) -> dict[str, tuple]:
+def problems(seed: int, which: list[str], n_train: int = 6000) -> dict[str, tuple]:
     out = {}
     if "toy" in which:
         train, test, y = make_toy(seed)
         out["toy 2-D"] = (train, test, y, y.copy(), {1: "anomaly"})
     if "manifold" in which:
-        tr, te, yy, kk = make_manifold(seed=seed)
+        tr, te, yy, kk = make_manifold(n_train=n_train, seed=seed)
         out["manifold 3-in-64"] = (tr, te, yy, kk, {1: "off", 2: "hole"})
     return out
 
@@ -56,12 +56,28 @@ def aucs(y: np.ndarray, kind: np.ndarray, names: dict[int, str], score: np.ndarr
     return res
 
 
+def parse_opt(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as YAML (``false`` -> False, ``5e-4`` -> 0.0005)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"error: --opt {text!r} is not KEY=VALUE")
+    return key.strip(), yaml.safe_load(value)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--units", type=int, nargs="+", default=[512, 512])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--n-train", type=int, default=6000, help="manifold training rows")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further MULDE option for every run, e.g. tf32=false (repeatable)")
     ap.add_argument("--problems", nargs="+", default=["toy", "manifold"], choices=["toy", "manifold"])
     ap.add_argument("--conditionings", nargs="+", default=["log_sigma", "sigma"], choices=["log_sigma", "sigma"])
     ap.add_argument("--sigma-high", nargs="+", default=["1.0"], metavar="SCALE",
@@ -69,14 +85,16 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     highs = [h if h == "auto" else float(h) for h in args.sigma_high]
+    extra = dict(parse_opt(o) for o in args.opt)
     results: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
     t0 = time.perf_counter()
     for seed in args.seeds:
-        for pname, (train, test, y, kind, names) in problems(seed, args.problems).items():
+        for pname, (train, test, y, kind, names) in problems(seed, args.problems, args.n_train).items():
             for cond in args.conditionings:
                 for high in highs:
-                    m = MULDE(hidden=tuple(args.units), steps=args.steps, batch_size=512, lr=1e-3, device="cpu",
-                              seed=seed, conditioning=cond, sigma_high=high).fit(train, progress=False)
+                    m = MULDE(hidden=tuple(args.units), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              device=args.device, seed=seed, conditioning=cond, sigma_high=high,
+                              **extra).fit(train, progress=False)
                     shown = f"{high} ({m.sigma_high_:.2f})" if high == "auto" else str(high)
                     for spacing in ("linear", "geometric"):
                         grid = level_grid(m.config.sigma_low, m.sigma_high_, m.config.n_levels, spacing)
@@ -87,7 +105,8 @@ def main() -> int:
                         print(f"seed {seed} {pname:<18} {cond:<9} sigma_high {shown:<12} {spacing:<9} "
                               + " ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
     print(f"\n{date.today()}, `python benchmarks/mulde_options.py {' '.join(sys.argv[1:])}`, "
-          f"{args.units} units, batch 512, {args.steps} steps, lr 1e-3, seeds {args.seeds}, "
+          f"{args.units} units, batch {args.batch_size}, {args.steps} steps, lr {args.lr:g}, device {args.device}, "
+          f"{extra or 'no further options'}, seeds {args.seeds}, "
           f"{time.perf_counter() - t0:.0f} s\n")
     print("| problem | conditioning | sigma_high | level spacing | AUC (mean ± std over seeds) |")
     print("| --- | --- | --- | --- | --- |")

@@ -202,6 +202,18 @@ def test_preset_auto_picks_cpu_without_a_gpu(monkeypatch):
     assert resolve_config({"dataset": "ped2", "device": "cpu"}).detector.preset == "cpu"
 
 
+def test_paper_preset_feeds_sigma_and_cpu_preset_log_sigma_unless_overridden():
+    from mulde.pipeline.train import make_configured_detector as new_detector
+
+    paper = resolve_config({"dataset": "ped2", "preset": "paper", "device": "cpu"})
+    assert new_detector(paper).config.conditioning == "sigma"
+    assert new_detector(resolve_config({"dataset": "ped2", "preset": "cpu"})).config.conditioning == "log_sigma"
+    mine = resolve_config({"dataset": "ped2", "preset": "paper"}, opt=[("conditioning", "log_sigma")])
+    assert mine.detector_options["conditioning"] == "log_sigma"
+    gmm = resolve_config({"dataset": "ped2", "preset": "paper", "detector": "gmm"})
+    assert "conditioning" not in gmm.component_kwargs("detector", "gmm")  # GMM takes no σ input
+
+
 def test_fps_of_the_dataset_file_is_used(tmp_path):
     from mulde.pipeline.extract import open_dataset
 

@@ -42,8 +42,9 @@ class MULDEConfig(NoiseModelConfig):
         ``sigma_high_``). On Ped2 ``auto`` raised MULDE on the 208-d flow grid from 85.0 to 88.7
         micro AUC and each object type by 0.5-2.4 points, but lowered the synthetic scenes by 0.5-2.6
         (benchmarks/RESULTS.md, session 15), so the paper's value stays the default.
-    conditioning: how σ enters the network: ``log_sigma`` (our default) or ``sigma`` (the
-        authors' released code).
+    conditioning: how σ enters the network: ``log_sigma`` (the default, and the ``cpu`` preset's)
+        or ``sigma`` (the authors' released code, and the ``paper`` preset's: at 2 x 4096 it
+        measured better on a 64-d manifold and on Ped2, at 2 x 512 worse; benchmarks/RESULTS.md).
     lr_schedule: ``constant`` (the paper) or ``cosine`` (annealed to zero by the last step).
     ema_decay: > 0 ends training on the exponential moving average of the weights (as in
         diffusion models); 0 keeps the last step's weights (the paper). Both are off in every
