@@ -206,10 +206,10 @@ class TimedMULDE(MULDE):
 
 
 def run_ours(train, test, y, units, epochs, batch, lr, beta, seed, timing_reps: int = 0,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", conditioning: str = "log_sigma") -> dict:
     steps = (epochs + 1) * math.ceil(len(train) / batch)  # the reference trains epochs + 1 epochs
     m = TimedMULDE(hidden=tuple(units), batch_size=batch, lr=lr, beta=beta, steps=steps,
-                   device=device, seed=seed, log_every=10**9, gmm_components=1)
+                   device=device, seed=seed, log_every=10**9, gmm_components=1, conditioning=conditioning)
     t0 = time.perf_counter()
     m.fit(np.asarray(train, np.float32), progress=False)
     total = time.perf_counter() - t0
@@ -262,8 +262,16 @@ def main() -> int:
     ap.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS),
                     help="accuracy problems to run (default: both)")
     ap.add_argument("--no-speed", action="store_true", help="skip the paper-size speed rows (accuracy only)")
+    ap.add_argument("--conditioning", choices=["log_sigma", "sigma"],
+                    help="mulde's noise input (default: what preset auto gives on --device: σ on a GPU, "
+                         "whose preset is paper, log σ on a CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.conditioning is None:
+        from mulde.config import resolve_preset
+        from mulde.detector.mulde import mulde_preset
+
+        args.conditioning = mulde_preset(resolve_preset("auto", args.device)).conditioning
     ref, ref_dataset, ref_models, ref_utils = load_reference(Path(args.reference).expanduser())
     rows, t_start = [], time.perf_counter()
 
@@ -277,7 +285,7 @@ def main() -> int:
         r = run_reference(ref, ref_models, ref_utils, train, test, y, ref_args([wide, wide], 0, batch,
                                                                               args.lr, args.beta, device=args.device), 0)
         o = run_ours(train, test, y, [wide, wide], 0, batch, args.lr, args.beta, 0, timing_reps=2,
-                     device=args.device)
+                     device=args.device, conditioning=args.conditioning)
         rows.append(f"| training step, 2 x {wide}, batch 2048, {label} (ms) | {1e3 * r['step_s']:.3g} | "
                     f"{1e3 * o['step_s']:.3g} | {r['step_s'] / o['step_s']:.1f}x |")
         rows.append(f"| scoring, 2 x {wide}, {label} (µs per feature and σ) | {r['pair_us']:.3g} | "
@@ -298,7 +306,8 @@ def main() -> int:
         for pname, (train, test, y, kind, names) in problems.items():
             r = run_reference(ref, ref_models, ref_utils, train, test, y,
                               ref_args(args.units, epochs, batch, args.lr, args.beta, device=args.device), seed)
-            o = run_ours(train, test, y, args.units, epochs, batch, args.lr, args.beta, seed, device=args.device)
+            o = run_ours(train, test, y, args.units, epochs, batch, args.lr, args.beta, seed, device=args.device,
+                         conditioning=args.conditioning)
             for who, res in (("reference", r), ("mulde", o)):
                 acc.setdefault(pname, {}).setdefault(who, []).append(
                     (roc_auc_score(y, res["auc"]), auc_cells(y, kind, names, res["auc"]), res["seconds"]))
@@ -319,7 +328,7 @@ def main() -> int:
                     f"{ref_s:.0f} | {our_s:.0f} | |")
     gpu = f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""
     print(f"\nMachine: {cpu_name()}{gpu}, {os.cpu_count()} cores, {args.threads} torch threads, device "
-          f"{args.device}; date {date.today()}; "
+          f"{args.device}; mulde's noise input {args.conditioning}; date {date.today()}; "
           f"command: `python benchmarks/vs_reference.py {' '.join(sys.argv[1:])}`; reference commit "
           f"{_commit(Path(args.reference))}; lr {args.lr}, β {args.beta}, σ in [1e-3, 1], L = 16, batch "
           f"{batch}; total {time.perf_counter() - t_start:.0f} s.\n")
