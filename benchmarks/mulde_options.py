@@ -31,6 +31,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the working tree
 
 from manifolds import make_manifold  # noqa: E402
 
+from mulde.cli import key_value  # noqa: E402
 from mulde.detector import MULDE, make_toy  # noqa: E402
 from mulde.detector.base import fit_gmm, gmm_nll  # noqa: E402
 from mulde.detector.neural import level_grid  # noqa: E402
@@ -56,16 +57,6 @@ def aucs(y: np.ndarray, kind: np.ndarray, names: dict[int, str], score: np.ndarr
     return res
 
 
-def parse_opt(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as YAML (``false`` -> False, ``5e-4`` -> 0.0005)."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SystemExit(f"error: --opt {text!r} is not KEY=VALUE")
-    return key.strip(), yaml.safe_load(value)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -76,7 +67,7 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=6000, help="manifold training rows")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--opt", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="a further MULDE option for every run, e.g. tf32=false (repeatable)")
     ap.add_argument("--problems", nargs="+", default=["toy", "manifold"], choices=["toy", "manifold"])
     ap.add_argument("--conditionings", nargs="+", default=["log_sigma", "sigma"], choices=["log_sigma", "sigma"])
@@ -85,7 +76,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     highs = [h if h == "auto" else float(h) for h in args.sigma_high]
-    extra = dict(parse_opt(o) for o in args.opt)
+    extra = dict(args.opt)
     results: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
     t0 = time.perf_counter()
     for seed in args.seeds:
