@@ -203,11 +203,11 @@ def test_preset_auto_picks_cpu_without_a_gpu(monkeypatch):
 
 
 def test_paper_preset_feeds_sigma_and_cpu_preset_log_sigma_unless_overridden():
-    from mulde.pipeline.train import make_configured_detector as new_detector
+    from mulde.pipeline.train import make_configured_detector
 
     paper = resolve_config({"dataset": "ped2", "preset": "paper", "device": "cpu"})
-    assert new_detector(paper).config.conditioning == "sigma"
-    assert new_detector(resolve_config({"dataset": "ped2", "preset": "cpu"})).config.conditioning == "log_sigma"
+    assert make_configured_detector(paper).config.conditioning == "sigma"
+    assert make_configured_detector(resolve_config({"dataset": "ped2", "preset": "cpu"})).config.conditioning == "log_sigma"
     mine = resolve_config({"dataset": "ped2", "preset": "paper"}, opt=[("conditioning", "log_sigma")])
     assert mine.detector_options["conditioning"] == "log_sigma"
     gmm = resolve_config({"dataset": "ped2", "preset": "paper", "detector": "gmm"})
