@@ -25,6 +25,10 @@ def _people(noise: float, n_frames: int = 40, n_people: int = 4, seed: int = 0) 
                         boxes=np.array(boxes, np.float32), meta={"n_frames": n_frames})
 
 
+def _objects(n_rows: int) -> FeatureTable:
+    return FeatureTable(frame_idx=np.arange(n_rows) * 40 // n_rows, values=np.zeros((n_rows, 3)))
+
+
 def test_stability_is_high_for_steady_poses_and_near_zero_for_noise():
     steady, pairs = pose_stability([_people(0.01)])
     noise, _ = pose_stability([_people(10.0)])
@@ -39,16 +43,11 @@ def test_weak_pose_is_dropped_with_a_log_line(caplog):
     assert weak_types(good, ("velocity", "pose")) == {}
     assert "unstable" in weak_types(bad, ("velocity", "pose"))["pose"]
     assert weak_types(bad, ("pose",)) == {}  # never leaves nothing to model
-    rare = [{"velocity": FeatureTable(frame_idx=np.arange(4000) // 100, values=np.zeros((4000, 3))),
-             "pose": _people(0.01)}]
+    rare = [{"velocity": _objects(4000), "pose": _people(0.01)}]
     assert "keypoints on 160 of 4000 objects" in weak_types(rare, ("velocity", "pose"))["pose"]
     with caplog.at_level(logging.WARNING):
         assert drop_weak_types(bad, ("velocity", "pose")) == ("velocity",)
     assert "leaving out the pose features" in caplog.text
-
-
-def _objects(n_rows: int) -> FeatureTable:
-    return FeatureTable(frame_idx=np.arange(n_rows) * 40 // n_rows, values=np.zeros((n_rows, 3)))
 
 
 def test_steady_pose_on_a_minority_of_the_objects_is_dropped():

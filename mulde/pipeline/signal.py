@@ -8,9 +8,8 @@ no anomalies needed, for keypoints (``pose``):
   of the object rows (``MIN_POSE_COVER``), most objects are cars, bicycles, motion blobs or people
   too small for keypoints, and the type's frame score says more about whether someone with
   keypoints is in view than about how they move; summed with the other types, it adds that to
-  every frame. On real footage with pose on 38% and 22% of the objects, leaving it out raised
-  the frame AUC on every scene and setting measured (benchmarks/RESULTS.md, session 21); Ped2's
-  preset has keypoints on every object and keeps them;
+  every frame (real footage with keypoints on 22-38% of the objects: benchmarks/RESULTS.md,
+  session 21);
 * stability: the same person's keypoints change little from one frame to the next, while two
   different people differ. With every column standardised on the training rows,
   ``1 - E‖p_t - p_{t+1}‖² / (2 · d)`` is 1 for a perfectly steady pose and 0 when consecutive
