@@ -117,3 +117,13 @@ def test_context_flag_takes_on_or_off_and_ped2_turns_it_on(capsys):
     assert resolve_config({"dataset": "ped2"}).extractor_options["context"] is True
     assert resolve_config({"dataset": "ped2", "context": False}).extractor_options["context"] is False
     assert "context" not in resolve_config({"dataset": "avenue"}).extractor_options
+
+
+def test_corrupt_video_gives_one_stderr_line_not_the_decoders_log(tmp_path):
+    """decord and FFmpeg write their own lines to file descriptor 2 on a failed open; only mulde's may show."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"ftyp" + b"\x00\x01 this is not a video" * 100)
+    res = subprocess.run([sys.executable, "-m", "mulde", "score", str(bad), "--model", str(tmp_path), "-q"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"error: {bad}: cannot open video file (unsupported or corrupt)"]

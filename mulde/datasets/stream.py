@@ -15,7 +15,6 @@ stream that drops later is reopened with exponential back-off; the gap is logged
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from mulde.datasets.video import DEFAULT_FPS
+from mulde.datasets.video import DEFAULT_FPS, quiet_native_stderr
 from mulde.errors import InputError, VideoError
 
 log = logging.getLogger(__name__)
@@ -42,28 +41,6 @@ except AttributeError:  # very old OpenCV without the logging module
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "tcp", "udp", "srt", "rtp")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence native writes to file descriptor 2 (FFmpeg's own log lines) for a moment.
-
-    OPENCV_FFMPEG_LOGLEVEL only counts when set before OpenCV first uses FFmpeg, which another
-    part of the program may already have done; Python's own stderr is flushed first.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 @dataclass
@@ -222,7 +199,7 @@ class StreamSource:
             if path.stat().st_size == 0:
                 raise VideoError(f"{path}: empty file (0 bytes)")
             self.source = str(path)
-        with _quiet_native_stderr():  # FFmpeg logs every failed open itself; mulde says it in one line
+        with quiet_native_stderr():  # FFmpeg logs every failed open itself; mulde says it in one line
             opened = self._try_open()
         if opened:
             return

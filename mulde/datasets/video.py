@@ -21,10 +21,12 @@ the decodable count and logs one warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -267,7 +269,8 @@ class OpenCVVideo(VideoReader):
     def _open(self):
         if self._cap is not None:
             self._cap.release()
-        cap = self._cv2.VideoCapture(str(self._file))
+        with quiet_native_stderr():
+            cap = self._cv2.VideoCapture(str(self._file))
         if not cap.isOpened():
             raise VideoError(f"{self._file}: cannot open video file (unsupported or corrupt)")
         self._cap, self._pos = cap, 0
@@ -381,13 +384,37 @@ def _timestamps_usable(vr) -> bool:
                 and (n == 1 or np.all(np.diff(start) > 0)))
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence native writes to file descriptor 2 (FFmpeg's and decord's own log lines) for a moment.
+
+    A failed open is then reported by mulde in one line, not by three libraries in several.
+    OPENCV_FFMPEG_LOGLEVEL only counts when set before OpenCV first uses FFmpeg, and decord has
+    no switch at all; Python's own stderr is flushed first.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _open_decord(path: Path):
     try:
         import decord
     except ImportError:
         return None
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0))
+        with quiet_native_stderr():
+            return decord.VideoReader(str(path), ctx=decord.cpu(0))
     except Exception as exc:  # noqa: BLE001
         log.debug("decord cannot open %s (%s); using OpenCV", path, exc)
         return None
