@@ -24,8 +24,9 @@ test videos; features are extracted once per extractor configuration and cached 
 Settings: ``frames`` is the folder dataset's default (the flow-grid frame feature alone);
 ``objects`` is ``--features objects`` on a folder dataset (the object defaults a user gets);
 ``objects+flowgrid`` adds what the Avenue, Ped1 and ShanghaiTech files add to those
-(``frame_features: [flowgrid]``, ``crossfit_folds: 4``, ``velocity_norm: height``,
-``derived: [track]``), and ``objects+flowgrid-area`` the same in pixels; ``demo`` is `vad demo`'s
+(``frame_features: [flowgrid]``, ``crossfit_folds: 4``, ``derived: [track]``; their velocity is in
+pixels, as here), and ``objects+flowgrid-height`` the same in body heights (``velocity_norm:
+height``, which those files set until session 25); ``demo`` is `vad demo`'s
 options (motion boxes that keep stopped objects, track columns, velocity alone), and
 ``demo+flowgrid`` those with the flow grid beside them as the Avenue file adds it (the setting of
 ``benchmarks/combine_kinds.py``). ``--opt`` sets further options of every run.
@@ -71,7 +72,7 @@ SETTINGS = {
     "frames": {},
     "objects": {"features": "objects"},
     "objects+flowgrid": {"features": "objects", **PACKAGED},
-    "objects+flowgrid-area": {"features": "objects", **PACKAGED, "velocity_norm": "area"},
+    "objects+flowgrid-height": {"features": "objects", **PACKAGED, "velocity_norm": "height"},
     "demo": dict(DEMO_OPTIONS),
     "demo+flowgrid": {**DEMO_OPTIONS, "feature_types": ["velocity", "flowgrid"], **FLOWGRID},
 }

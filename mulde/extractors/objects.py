@@ -77,7 +77,7 @@ class ObjectExtractorConfig:
         paper's V is the histogram alone; ``("magnitude", "geometry")`` helps on Ped2).
     velocity_norm: ``area`` (mean magnitude per bin, keeps speed) | ``l1`` (direction profile) |
         ``height`` (``area`` divided by the box height: speed in body heights per frame, free of
-        perspective; the packaged Ped2, Avenue, Ped1 and ShanghaiTech files use it).
+        perspective; the packaged Ped2 file uses it, whose boxes are all YOLO person boxes).
     velocity / pose: compute V / P (P needs a pose detector; None: on when the detector is one).
     deep: None -> on when CLIP weights are available without a download, else skipped with one
         warning; True -> required (downloads when online, else WeightsError); False -> off.
