@@ -215,9 +215,10 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     g.add_argument("--track-window", dest="scoring.track_window", type=int,
                    help="objects: average velocity rows over ±N frames of their IoU track and add the "
                         "box-centre speed (default: 0 = off; evaluate/score reuse the run's value)")
-    g.add_argument("--derived", dest="scoring.derived", nargs="+", choices=["track", "position"],
+    g.add_argument("--derived", dest="scoring.derived", nargs="+", choices=["track", "position", "activity"],
                    help="objects: append columns computed from the boxes: track (displacement, dwell speed, "
-                        "straightness along the IoU track) and/or position (box centre and height) "
+                        "straightness along the IoU track) and/or position (box centre and height); activity: "
+                        "a frame type beside flowgrid (how much of the scene moves, how fast) "
                         "(default: none; evaluate/score reuse the run's value)")
     g.add_argument("--derived-window", dest="scoring.derived_window", type=int,
                    help="frames either side used by --derived track (default: 12)")

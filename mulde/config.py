@@ -101,7 +101,8 @@ class ScoringConfig:
     track_window: int = 0
     # derived: object columns computed from boxes and frame indices (mulde/pipeline/derived.py):
     # "track" (displacement, straightness, dwell over +-derived_window frames of the IoU track)
-    # and/or "position" (box centre and height); combine: how feature types are merged
+    # and/or "position" (box centre and height); "activity" adds a frame-level type beside the
+    # flow grid (how much of the scene moves, how fast); combine: how feature types are merged
     # (mulde/pipeline/score.py: "sum" of clipped z-scores, or "max" of z-scores; "holdout_sum" /
     # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
     # sums each type's surprise, -log10 of the fraction of those frames that score higher;
@@ -109,7 +110,7 @@ class ScoringConfig:
     # crossfit_folds: K >= 2 gives each type that extractor.frame_features adds to a run of
     # several types its statistics from training videos a model did not see: K more models per
     # such type, each fitted without one of K folds of the videos (0 = off, the default).
-    derived: tuple[Literal["track", "position"], ...] = ()
+    derived: tuple[Literal["track", "position", "activity"], ...] = ()
     derived_window: int = 12
     combine: CombineRule = "conformal"
     crossfit_folds: int = 0

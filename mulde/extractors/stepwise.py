@@ -200,7 +200,9 @@ class FlowGridStepper:
             self.last = pooled.reshape(1, -1).astype(np.float32)
         self.count += 1
         self.prev = small
-        return {"flowgrid": _rows(index, None, self.last, kind="flowgrid")}
+        rows = _rows(index, None, self.last, kind="flowgrid")
+        rows.meta.update(self.ex.config())  # the layout, as the offline table's meta has it
+        return {"flowgrid": rows}
 
 
 class HieraStepper:

@@ -26,7 +26,16 @@ track within ±``window`` frames:
 density models standardise every column with training statistics, so pixel units are fine;
 they let the model learn what speed and size are normal at each place of the image.
 
-The columns are appended to the object tables of ``DERIVED_TYPES`` (``velocity``).
+``activity``: a frame-level feature type of its own, computed from each ``flowgrid`` row: how
+much of the scene moves and how fast (``ACTIVITY_COLUMNS``: the log fraction of pixels moving at
+least the first magnitude edge, the log fraction moving at least 1 working pixel per frame, the
+log mean speed, and the fraction of grid cells with any motion). The flow grid's own density sees
+a frame where nothing moves near the middle of its sparse histograms, so a stalled scene or a
+frozen feed scores as very normal (benchmarks/RESULTS.md, session 17); a density over these four
+numbers sees directly that the scene never stood still in training.
+
+The track and position columns are appended to the object tables of ``DERIVED_TYPES``
+(``velocity``); ``activity`` adds an ``activity`` table beside ``flowgrid``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,12 @@ from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
 from mulde.pipeline.tracks import link_tracks
 
-DERIVED_KINDS = ("track", "position")
+DERIVED_KINDS = ("track", "position", "activity")
+OBJECT_KINDS = ("track", "position")
+ACTIVITY_COLUMNS = ["moving", "fast", "speed", "spread"]
+ACTIVITY_SOURCE = "flowgrid"
+ACTIVITY_FLOOR = 1e-3
+"""Added before the logs: a fraction or speed of zero (a still frame) stays finite."""
 TRACK_COLUMNS = ["track_dx", "track_dy", "straightness", "dwell"]
 POSITION_COLUMNS = ["pos_x", "pos_y", "box_h"]
 DERIVED_TYPES = ("velocity",)
@@ -59,6 +73,11 @@ def check_derived(kinds: Sequence[str] | str | None, window: int) -> tuple[str, 
     if "track" in kinds and int(window) < 1:
         raise InputError(f"derived_window must be >= 1 frame for track features, got {window}")
     return tuple(k for k in DERIVED_KINDS if k in kinds)
+
+
+def object_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds that add columns to object rows (``track``, ``position``)."""
+    return tuple(k for k in kinds if k in OBJECT_KINDS)
 
 
 def track_columns(frame_idx: np.ndarray, boxes: np.ndarray, window: int) -> np.ndarray:
@@ -120,9 +139,38 @@ def position_columns(boxes: np.ndarray) -> np.ndarray:
                  boxes[:, 3] - boxes[:, 1]].astype(np.float32)
 
 
+def activity_columns(values: np.ndarray, meta: dict) -> np.ndarray:
+    """(n, 4) ACTIVITY_COLUMNS of flow-grid rows laid out as ``meta`` says (grid, bins, log1p)."""
+    rows, cols = meta["grid"]
+    n_bins, edges = int(meta["n_bins"]), list(meta["mag_edges"])
+    v = np.asarray(values, np.float64).reshape(len(values), int(rows) * int(cols), n_bins + len(edges))
+    ori = np.expm1(v[..., :n_bins]) if meta.get("log1p", True) else v[..., :n_bins]
+    mag = v[..., n_bins:]
+    moving = mag.sum(-1)
+    fast = mag[..., [j for j, e in enumerate(edges) if e >= 1.0]].sum(-1)
+    return np.c_[np.log(ACTIVITY_FLOOR + moving.mean(1)), np.log(ACTIVITY_FLOOR + fast.mean(1)),
+                 np.log(ACTIVITY_FLOOR + ori.sum(-1).mean(1)),
+                 (moving > 10 * ACTIVITY_FLOOR).mean(1)].astype(np.float32)
+
+
+def activity_table(flowgrid: FeatureTable) -> FeatureTable:
+    """The ``activity`` table of one video: one row per flow-grid row."""
+    meta = flowgrid.meta
+    missing = [k for k in ("grid", "n_bins", "mag_edges") if k not in meta]
+    if missing:
+        raise InputError(f"derived activity needs the flow grid's layout ({', '.join(missing)} missing from its "
+                         "cached table); re-extract the flowgrid features")
+    values = (activity_columns(flowgrid.values, meta) if len(flowgrid)
+              else np.zeros((0, len(ACTIVITY_COLUMNS)), np.float32))
+    return FeatureTable(frame_idx=flowgrid.frame_idx, values=values,
+                        meta={"n_frames": flowgrid.n_frames, "feature_type": "activity",
+                              "columns": list(ACTIVITY_COLUMNS), "dim": len(ACTIVITY_COLUMNS),
+                              "source": ACTIVITY_SOURCE})
+
+
 def add_derived(table: FeatureTable, kinds: Sequence[str], window: int) -> FeatureTable:
     """A copy of one object table with the derived columns of ``kinds`` appended."""
-    kinds = check_derived(kinds, window)
+    kinds = object_kinds(check_derived(kinds, window))
     if not kinds:
         return table
     if table.boxes is None:
@@ -148,9 +196,14 @@ def add_derived(table: FeatureTable, kinds: Sequence[str], window: int) -> Featu
 
 def apply_derived(tables: dict[str, FeatureTable], kinds: Sequence[str] | str | None,
                   window: int) -> dict[str, FeatureTable]:
-    """Append the derived columns to one video's object tables of ``DERIVED_TYPES``."""
+    """Append the derived columns to one video's object tables of ``DERIVED_TYPES``, and add the
+    ``activity`` table when asked for and a flow grid is there."""
     kinds = check_derived(kinds, window)
     if not kinds:
         return tables
-    return {t: add_derived(tab, kinds, window) if t in DERIVED_TYPES and tab.boxes is not None else tab
-            for t, tab in tables.items()}
+    obj = object_kinds(kinds)
+    out = {t: add_derived(tab, obj, window) if obj and t in DERIVED_TYPES and tab.boxes is not None else tab
+           for t, tab in tables.items()}
+    if "activity" in kinds and ACTIVITY_SOURCE in tables:
+        out["activity"] = activity_table(tables[ACTIVITY_SOURCE])
+    return out

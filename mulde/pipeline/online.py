@@ -27,7 +27,14 @@ import numpy as np
 
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
-from mulde.pipeline.derived import DERIVED_TYPES, add_derived, check_derived
+from mulde.pipeline.derived import (
+    ACTIVITY_SOURCE,
+    DERIVED_TYPES,
+    activity_table,
+    add_derived,
+    check_derived,
+    object_kinds,
+)
 from mulde.pipeline.run import Run
 from mulde.pipeline.score import combine
 from mulde.pipeline.tracks import TRACKED_TYPES, box_iou
@@ -203,7 +210,7 @@ class OnlineStream:
                  derived: tuple[str, ...] = (), derived_window: int = 12) -> None:
         self.stepper, self.smoother = stepper, smoother
         self.tracks = OnlineTracks(track_window) if track_window else None
-        self.derived = OnlineDerived(derived, derived_window) if derived else None
+        self.derived = OnlineDerived(object_kinds(derived), derived_window) if object_kinds(derived) else None
         self.n_scored = 0
 
     def reset(self) -> None:
@@ -284,6 +291,8 @@ class OnlineScorer:
                 rows = {t: stream.tracks.step(tab, index) if t in TRACKED_TYPES else tab for t, tab in rows.items()}
             if stream.derived is not None:
                 rows = {t: stream.derived.step(tab, index) if t in DERIVED_TYPES else tab for t, tab in rows.items()}
+            if "activity" in self.derived and ACTIVITY_SOURCE in rows:
+                rows["activity"] = activity_table(rows[ACTIVITY_SOURCE])
             tables.append(rows)
         row_scores = self._score_rows(tables)
         out = []
