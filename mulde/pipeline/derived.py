@@ -80,6 +80,11 @@ def object_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(k for k in kinds if k in OBJECT_KINDS)
 
 
+def derived_frame_types(kinds: Sequence[str] | None, available: Sequence[str] | set[str]) -> tuple[str, ...]:
+    """The frame-level types that ``kinds`` add beside tables of the ``available`` types."""
+    return ("activity",) if "activity" in (kinds or ()) and ACTIVITY_SOURCE in available else ()
+
+
 def track_columns(frame_idx: np.ndarray, boxes: np.ndarray, window: int) -> np.ndarray:
     """(n, 4) TRACK_COLUMNS of every row (see the module docstring)."""
     n = len(frame_idx)
@@ -204,6 +209,6 @@ def apply_derived(tables: dict[str, FeatureTable], kinds: Sequence[str] | str | 
     obj = object_kinds(kinds)
     out = {t: add_derived(tab, obj, window) if obj and t in DERIVED_TYPES and tab.boxes is not None else tab
            for t, tab in tables.items()}
-    if "activity" in kinds and ACTIVITY_SOURCE in tables:
+    if derived_frame_types(kinds, tables):
         out["activity"] = activity_table(tables[ACTIVITY_SOURCE])
     return out

@@ -28,10 +28,9 @@ import numpy as np
 from mulde.errors import InputError
 from mulde.extractors.base import FeatureTable
 from mulde.pipeline.derived import (
-    ACTIVITY_SOURCE,
     DERIVED_TYPES,
-    activity_table,
     add_derived,
+    apply_derived,
     check_derived,
     object_kinds,
 )
@@ -242,6 +241,7 @@ class OnlineScorer:
         self.track_window = int(cfg.scoring.track_window or 0)
         self.derived = check_derived(cfg.scoring.derived, cfg.scoring.derived_window)
         self.derived_window = int(cfg.scoring.derived_window)
+        self.frame_kinds = tuple(k for k in self.derived if k not in object_kinds(self.derived))
         self.rule = cfg.scoring.combine
         self.sigma = float(cfg.scoring.smoothing_sigma or 0) if sigma is None else float(sigma)
         self.smoothing = smoothing or getattr(getattr(cfg, "alerts", None), "smoothing", "gaussian")
@@ -291,8 +291,7 @@ class OnlineScorer:
                 rows = {t: stream.tracks.step(tab, index) if t in TRACKED_TYPES else tab for t, tab in rows.items()}
             if stream.derived is not None:
                 rows = {t: stream.derived.step(tab, index) if t in DERIVED_TYPES else tab for t, tab in rows.items()}
-            if "activity" in self.derived and ACTIVITY_SOURCE in rows:
-                rows["activity"] = activity_table(rows[ACTIVITY_SOURCE])
+            rows = apply_derived(rows, self.frame_kinds, self.derived_window)
             tables.append(rows)
         row_scores = self._score_rows(tables)
         out = []

@@ -24,7 +24,7 @@ import yaml
 from mulde.atomic import atomic_write
 from mulde.config import RunConfig, resolve_config
 from mulde.errors import InputError, ModelFileError
-from mulde.pipeline.derived import ACTIVITY_SOURCE
+from mulde.pipeline.derived import DERIVED_KINDS, derived_frame_types
 from mulde.pipeline.score import TypeStats
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def check_features(run: Run, extractors: Any) -> None:
     by a path that computes object features only, such as ``vad watch``)."""
     extractors = list(extractors) if isinstance(extractors, (list, tuple)) else [extractors]
     made = {t for ex in extractors for t in ex.feature_types}
-    if ACTIVITY_SOURCE in made:  # derived from the flow grid's rows when the run asks for it
-        made.add("activity")
+    made.update(derived_frame_types(DERIVED_KINDS, made))  # the types computed from these tables
     missing = [t for t in run.feature_types if t not in made]
     if missing:
         raise InputError(f"{run.folder}: the run models {', '.join(missing)} features, which "

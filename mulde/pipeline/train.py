@@ -21,7 +21,7 @@ from mulde import __version__
 from mulde.config import RunConfig, public_options, resolved_record, write_config
 from mulde.errors import InputError
 from mulde.pipeline.cache import extractor_key
-from mulde.pipeline.derived import ACTIVITY_SOURCE, object_kinds
+from mulde.pipeline.derived import derived_frame_types, object_kinds
 from mulde.pipeline.extract import (
     as_run_config,
     build_extractors,
@@ -105,13 +105,12 @@ def train_run(cfg: RunConfig | dict[str, Any], out: str | Path, progress: bool =
     if object_kinds(sc.derived or ()) and "velocity" not in types:
         raise InputError(f"--derived {' '.join(object_kinds(sc.derived))} adds columns to object-centric velocity "
                          f"rows, and this run models {', '.join(types)}; drop it or use --features objects with velocity")
-    if "activity" in (sc.derived or ()):
-        if ACTIVITY_SOURCE not in types:
-            raise InputError(f"--derived activity is computed from flowgrid features, and this run models "
-                             f"{', '.join(types)}; drop activity or add flowgrid (--features flowgrid, or "
-                             "extractor.frame_features: [flowgrid])")
-        types = types + ("activity",)
-        frame_types = frame_types + ("activity",)
+    if "activity" in (sc.derived or ()) and not derived_frame_types(sc.derived, types):
+        raise InputError(f"--derived activity is computed from flowgrid features, and this run models "
+                         f"{', '.join(types)}; drop activity or add flowgrid (--features flowgrid, or "
+                         "extractor.frame_features: [flowgrid])")
+    types += derived_frame_types(sc.derived, types)
+    frame_types += derived_frame_types(sc.derived, frame_types)
     train = [(item, prepare_tables(tabs, window, sc.derived, sc.derived_window))
              for item, tabs in load_tables(ds, "train", extractors, cache, progress=progress)]
     if cfg.detector.drop_weak_types and not cfg.detector.feature_types:  # object types; frame types were asked for
@@ -253,8 +252,7 @@ def _fit_types(cfg: RunConfig, ds: Any, extractors: list, types: tuple[str, ...]
     stats, timings, ranges, det = {}, {}, {}, None
     crossfit_folds = min(int(cfg.scoring.crossfit_folds or 0), len(train))
     frame_level = {t for ex in extractors[1:] for t in ex.feature_types}
-    if ACTIVITY_SOURCE in frame_level:
-        frame_level.add("activity")
+    frame_level.update(derived_frame_types(cfg.scoring.derived, frame_level))
     crossfit = frame_level & set(types) if len(types) > 1 and crossfit_folds >= 2 else set()
     for ftype in types:
         tables = [tabs[ftype] for _, tabs in train]
