@@ -300,15 +300,37 @@ def test_combined_run_trains_evaluates_and_scores(combined, tmp_path):
 
 
 @pytest.mark.slow
-def test_changed_frame_features_and_causal_scoring_are_refused(combined, tmp_path, capsys):
+def test_changed_frame_features_are_refused(combined, tmp_path, capsys):
     _, data, _, run = combined
     assert main(["evaluate", "--model", str(run), "--out", str(tmp_path / "e"), "--opt", "n_bins=4", "-q"]) == 2
     assert "n_bins: 8 -> 4" in _error_line(capsys)
     video = sorted((data / "test").glob("*.avi"))[0]
-    assert main(["score", str(video), "--model", str(run), "--causal", "--out", str(tmp_path / "c.csv"), "-q"]) == 2
+    out = tmp_path / "c.csv"
+    assert main(["score", str(video), "--model", str(run), "--causal", "--out", str(out),
+                 "--opt", "extractor.frame_features=[]", "-q"]) == 2
     line = _error_line(capsys)
-    assert "flowgrid" in line and "without --causal" in line
-    assert not (tmp_path / "c.csv").exists()
+    assert "flowgrid" in line and "retrain" in line and not out.exists()
+
+
+@pytest.mark.slow
+def test_causal_scoring_computes_the_frame_level_type_beside_the_objects(combined, tmp_path):
+    # vad score --causal / vad watch: the flow grid is stepped beside the objects, its clip
+    # window trailing the frame, so from frame 15 on its causal score is the offline score of
+    # the frame 7 earlier (the centred window of frame c is the trailing window of c + 7).
+    _, data, _, run = combined
+    video = sorted((data / "test").glob("*.avi"))[0]
+    out = tmp_path / "causal.csv"
+    assert main(["score", str(video), "--model", str(run), "--causal", "--out", str(out), "-q"]) == 0
+    causal = pd.read_csv(out)
+    assert causal["frame"].tolist() == list(range(N_FRAMES))
+    assert {"score_velocity", "score_flowgrid"} <= set(causal.columns) and np.isfinite(causal["score"]).all()
+    assert main(["score", str(video), "--model", str(run), "--out", str(tmp_path / "offline.csv"), "-q"]) == 0
+    offline = pd.read_csv(tmp_path / "offline.csv")
+    np.testing.assert_allclose(causal["score_flowgrid"].to_numpy()[15:], offline["score_flowgrid"].to_numpy()[8:-7],
+                               rtol=1e-3, atol=1e-5)
+    assert np.ptp(causal["score_flowgrid"].to_numpy()[15:]) > 0  # a real series, not a constant fill
+    fill = json.loads((run / "run.json").read_text())["stats"]["velocity"]["fill"]
+    assert (~np.isclose(causal["score_velocity"], fill)).mean() > 0.5  # objects scored on the same frames
 
 
 @pytest.mark.slow

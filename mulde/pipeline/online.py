@@ -2,7 +2,7 @@
 
 :class:`OnlineScorer` is what ``vad watch`` and ``vad score --causal`` run. Per stream it keeps a
 frame-by-frame extractor (:mod:`mulde.extractors.stepwise`: previous frame, online motion model,
-trailing clip window), an online tracker for runs trained with ``--track-window``, the recent
+trailing clip window) plus one for each ``extractor.frame_features`` entry, an online tracker for runs trained with ``--track-window``, the recent
 object rows for runs trained with ``--derived`` and a :class:`CausalSmoother`. The trained
 detectors and extractor models are shared by all streams, and frames of several streams are
 detected and scored in one batch.
@@ -203,18 +203,25 @@ class FrameResult:
 
 
 class OnlineStream:
-    """Per-stream state: a stepper, an optional tracker, optional derived rows and a smoother."""
+    """Per-stream state: a stepper, an optional tracker, optional derived rows and a smoother.
+
+    ``frame_steppers``: one per ``extractor.frame_features`` entry of a run that models
+    frame-level types beside the object types; each sees every frame the main stepper sees.
+    """
 
     def __init__(self, stepper: Any, smoother: CausalSmoother, track_window: int,
-                 derived: tuple[str, ...] = (), derived_window: int = 12) -> None:
+                 derived: tuple[str, ...] = (), derived_window: int = 12,
+                 frame_steppers: tuple[Any, ...] = ()) -> None:
         self.stepper, self.smoother = stepper, smoother
+        self.frame_steppers = tuple(frame_steppers)
         self.tracks = OnlineTracks(track_window) if track_window else None
         self.derived = OnlineDerived(object_kinds(derived), derived_window) if object_kinds(derived) else None
         self.n_scored = 0
 
     def reset(self) -> None:
         """After a reconnect: no flow into the next frame, tracks restart (smoothing goes on)."""
-        self.stepper.reset()
+        for stepper in (self.stepper, *self.frame_steppers):
+            stepper.reset()
         if self.tracks is not None:
             self.tracks.reset()
         if self.derived is not None:
@@ -230,13 +237,14 @@ class OnlineScorer:
 
     def __init__(self, run: Run, overrides: dict[str, Any] | None = None, smoothing: str | None = None,
                  sigma: float | None = None, top_k: int = 3) -> None:
-        from mulde.pipeline.extract import build_extractor
+        from mulde.pipeline.extract import build_extractors
         from mulde.pipeline.run import check_features, run_config
 
         self.run = run
         self.cfg = cfg = run_config(run, overrides)
-        self.extractor = build_extractor(cfg)
-        check_features(run, self.extractor)
+        extractors = build_extractors(cfg)  # the main one, then one per extractor.frame_features entry
+        self.extractor, self.frame_extractors = extractors[0], tuple(extractors[1:])
+        check_features(run, extractors)
         self.types = tuple(run.feature_types)
         self.track_window = int(cfg.scoring.track_window or 0)
         self.derived = check_derived(cfg.scoring.derived, cfg.scoring.derived_window)
@@ -261,7 +269,8 @@ class OnlineScorer:
                 self._flow = FlowEstimator(c.flow, device=c.device, cache=c.cache)
             shared["flow"] = self._flow
         return OnlineStream(make_stepper(self.extractor, **shared), CausalSmoother(self.sigma, self.smoothing),
-                            self.track_window, self.derived, self.derived_window)
+                            self.track_window, self.derived, self.derived_window,
+                            tuple(make_stepper(ex) for ex in self.frame_extractors))
 
     def smoother_delay(self) -> float:
         return CausalSmoother(self.sigma, self.smoothing).delay_frames
@@ -287,6 +296,8 @@ class OnlineScorer:
         tables = []
         for (stream, index, image, prev, *_), det in zip(items, dets):
             rows = stream.stepper.step(index, image, det=det, prev=prev)
+            for stepper in stream.frame_steppers:
+                rows.update(stepper.step(index, image, prev=prev))
             if stream.tracks is not None:
                 rows = {t: stream.tracks.step(tab, index) if t in TRACKED_TYPES else tab for t, tab in rows.items()}
             if stream.derived is not None:

@@ -102,17 +102,16 @@ def run_config(run: Run, overrides: Mapping[str, Any] | None = None, config_file
 def check_features(run: Run, extractors: Any) -> None:
     """Fail with one line naming what changed when ``extractors`` (one, or the list of
     :func:`~mulde.pipeline.extract.build_extractors`) would not reproduce the run's features, or
-    would not produce every feature type the run models (a run with ``frame_features`` scored
-    by a path that computes object features only, such as ``vad watch``)."""
+    would not produce every feature type the run models (overrides that drop an
+    ``extractor.frame_features`` entry the run was trained with)."""
     extractors = list(extractors) if isinstance(extractors, (list, tuple)) else [extractors]
     made = {t for ex in extractors for t in ex.feature_types}
     made.update(derived_frame_types(DERIVED_KINDS, made))  # the types computed from these tables
     missing = [t for t in run.feature_types if t not in made]
     if missing:
         raise InputError(f"{run.folder}: the run models {', '.join(missing)} features, which "
-                         f"{' + '.join(ex.name for ex in extractors)} here does not compute (live and causal scoring "
-                         "compute object features only); score offline (`vad score` without --causal, `vad evaluate`) "
-                         "or train without extractor.frame_features")
+                         f"{' + '.join(ex.name for ex in extractors)} here does not compute; drop the overriding "
+                         "extractor options (frame_features, features, backbone) or retrain")
     recorded = {run.extractor: (run.extractor_key, run.info.get("extractor_config") or {})}
     for fe in run.frame_extractors:
         recorded.setdefault(fe["name"], (fe["key"], fe.get("config") or {}))
