@@ -9,13 +9,14 @@ number of streams, two runs of :class:`mulde.pipeline.watch.Watcher`:
   frame leaving the decoder) to the event decision, p50 / p95;
 - ``max``: the same frames as fast as possible (``--no-realtime``), i.e. the sustained fps.
 
-The model is the object-centric Ped2 preset (YOLO11n-pose at ``--imgsz``, person boxes,
-velocity + pose, MULDE with the cpu preset's 2x512 network). Without ``--model RUN`` the
-detectors are MULDE networks fitted for a few steps on random rows of the right dimensions:
-scoring costs the same whatever the weights, and the extractor is the real one.
+The model is a packaged dataset file's (``--dataset``: ``ped2``, YOLO11n-pose at ``--imgsz``,
+person boxes, velocity + pose + context; ``avenue``, YOLO + motion boxes with the flow-grid
+frame feature stepped beside them), MULDE with the cpu preset's 2x512 network. Without
+``--model RUN`` the detectors are MULDE networks fitted for a few steps on random rows of the
+right dimensions: scoring costs the same whatever the weights, and the extractors are the real ones.
 
-    PYTHONPATH=. python benchmarks/bench_watch.py [--model RUN] [--imgsz 1280,640]
-        [--streams 1,2] [--seconds 10] [--device cpu]
+    PYTHONPATH=. python benchmarks/bench_watch.py [--model RUN] [--dataset ped2,avenue]
+        [--imgsz 1280,640] [--streams 1,2] [--seconds 10] [--device cpu]
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def make_clips(folder: Path, seconds: float) -> dict[str, Path]:
     return out
 
 
-def row_widths(cfg, extractor) -> dict[str, int]:
-    """Each feature type's row width as the run's detectors see it: the extractor on the first
+def row_widths(cfg, extractors) -> dict[str, int]:
+    """Each feature type's row width as the run's detectors see it: the extractors on the first
     frames of Ped2 test 01, then the run's tracklet and derived columns (no width is hard-coded,
     so the preset's types and columns are always the ones measured)."""
     import cv2
@@ -70,38 +71,41 @@ def row_widths(cfg, extractor) -> dict[str, int]:
 
     files = list_frame_files(SHARED / "ucsd_ped2" / "testing" / "frames" / "01")[:12]
     frames = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
-    tables = prepare_tables(extractor.extract(ArrayVideo(frames), progress=False), cfg.scoring.track_window,
-                            cfg.scoring.derived, cfg.scoring.derived_window)
+    raw = {t: tab for ex in extractors for t, tab in ex.extract(ArrayVideo(frames), progress=False).items()}
+    tables = prepare_tables(raw, cfg.scoring.track_window, cfg.scoring.derived, cfg.scoring.derived_window)
     return {t: int(tab.values.shape[1]) for t, tab in tables.items()}
 
 
-def cost_equivalent_run(imgsz: int, device: str, folder: Path):
-    """A run with the Ped2 preset's extractor and untrained-cost-equivalent MULDE detectors."""
+def cost_equivalent_run(dataset: str, imgsz: int, device: str, folder: Path):
+    """A run with a packaged dataset file's extractors and untrained-cost-equivalent MULDE detectors."""
     from mulde.config import resolve_config, resolved_record
     from mulde.detector.registry import make_detector
     from mulde.pipeline.cache import extractor_key
-    from mulde.pipeline.extract import build_extractor
+    from mulde.pipeline.extract import build_extractors
     from mulde.pipeline.run import Run
     from mulde.pipeline.score import TypeStats, conformal_curve
 
-    cfg = resolve_config({"dataset": "ped2", "root": str(SHARED / "ucsd_ped2"), "yolo_imgsz": imgsz,
+    cfg = resolve_config({"dataset": dataset, "root": str(SHARED / "ucsd_ped2"), "yolo_imgsz": imgsz,
                           "device": device, "preset": "cpu", "deep": False,
                           "alerts.threshold": 3.0})  # fitted on random rows: no calibration, a fixed level
-    extractor = build_extractor(cfg)
-    dims = row_widths(cfg, extractor)
+    extractors = build_extractors(cfg)
+    extractor = extractors[0]
+    dims = row_widths(cfg, extractors)
+    types = tuple(dims)
     rng = np.random.default_rng(0)
     detectors = {}
-    for t in extractor.feature_types:
+    for t in types:
         det = make_detector("mulde", hidden=(512, 512), steps=20, batch_size=256, device=device)
         det.fit(rng.normal(size=(2000, dims[t])).astype(np.float32), progress=False)
         detectors[t] = det
     record = resolved_record(cfg, extractor)
+    frame_extractors = [{"name": ex.name, "key": extractor_key(ex.name, ex.config()), "config": ex.config()}
+                        for ex in extractors[1:]]
     return Run(folder=folder, config=record.to_dict(), extractor=extractor.name,
-               extractor_key=extractor_key(extractor.name, extractor.config()),
-               feature_types=tuple(extractor.feature_types),
+               extractor_key=extractor_key(extractor.name, extractor.config()), feature_types=types,
                stats={t: TypeStats(mean=0.0, std=1.0, fill=0.0, n_rows=2000, **conformal_curve(rng.normal(size=2000)))
-                      for t in extractor.feature_types},
-               detectors=detectors, info={})
+                      for t in types},
+               detectors=detectors, info={"frame_extractors": frame_extractors})
 
 
 def run_case(scorer, clip: Path, n_streams: int, realtime: bool) -> dict:
@@ -123,7 +127,10 @@ def main() -> int:
     from mulde.pipeline.online import OnlineScorer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", help="a trained run (default: the cost-equivalent Ped2-preset run)")
+    ap.add_argument("--model", help="a trained run (default: a cost-equivalent run of --dataset's file)")
+    ap.add_argument("--dataset", default="ped2",
+                    help="packaged files whose extractors the cost-equivalent runs use, compared in one run: "
+                         "ped2, avenue or both as ped2,avenue (default: ped2)")
     ap.add_argument("--imgsz", default="1280,640", help="YOLO input sizes to compare (default: 1280,640)")
     ap.add_argument("--streams", default="1,2", help="numbers of simultaneous streams (default: 1,2)")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length (default: 10 s = 100 frames)")
@@ -147,15 +154,18 @@ def main() -> int:
         print("| model | size | streams | real time 10 fps: scored fps/stream | dropped | latency p50 ms | "
               "p95 ms | max fps (all streams) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for imgsz in [int(x) for x in args.imgsz.split(",")]:
+        datasets = args.dataset.split(",")
+        if not set(datasets) <= {"ped2", "avenue"}:
+            ap.error(f"--dataset {args.dataset}: choose ped2, avenue or ped2,avenue")
+        for dataset, imgsz in [(d, int(x)) for d in datasets for x in args.imgsz.split(",")]:
             if args.model:
                 from mulde.pipeline.run import load_run
 
                 run = load_run(args.model, device=args.device)
                 label = Path(args.model).name
             else:
-                run = cost_equivalent_run(imgsz, args.device, Path(tmp))
-                label = f"Ped2 preset, YOLO @{imgsz}"
+                run = cost_equivalent_run(dataset, imgsz, args.device, Path(tmp))
+                label = f"{'Ped2' if dataset == 'ped2' else 'Avenue'} preset, YOLO @{imgsz}"
             scorer = OnlineScorer(run)
             scorer.step(scorer.new_stream(), 0, np.zeros((240, 360, 3), np.uint8))  # load the models
             for size, clip in clips.items():
