@@ -107,7 +107,7 @@ class ScoringConfig:
     # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
     # sums each type's surprise, -log10 of the fraction of those frames that score higher;
     # "conformal" sums -log10 of each type's conformal p-value against its own training frames).
-    # crossfit_folds: K >= 2 gives each type that extractor.frame_features adds to a run of
+    # crossfit_folds: K >= 2 gives each frame-level type (flow grid, Hiera, activity) of a run of
     # several types its statistics from training videos a model did not see: K more models per
     # such type, each fitted without one of K folds of the videos (0 = off, the default).
     derived: tuple[Literal["track", "position", "activity"], ...] = ()

@@ -93,6 +93,21 @@ def test_a_run_with_activity_trains_evaluates_and_scores_it(frames_run):
     assert 0.0 <= metrics["per_type"]["activity"]["micro_auc"] <= 1.0
 
 
+def test_a_frame_centric_run_cross_fits_both_frame_level_types(frames_run, caplog):
+    # flow grid and activity are both one row per frame: with crossfit_folds their statistics
+    # come from models that did not see the video, as beside objects
+    root, _, common, run = frames_run
+    fitted = root / "run-crossfit"
+    with caplog.at_level("INFO", logger="mulde.pipeline.train"):
+        assert main(["train", *common, "--derived", "activity", "--preset", "test", "--steps", "30",
+                     "--opt", "scoring.crossfit_folds=3", "--out", str(fitted), "-q"]) == 0
+    for t in ("flowgrid", "activity"):
+        assert f"{t}: statistics from 3 models" in caplog.text
+    on, off = (json.loads((r / "run.json").read_text())["stats"] for r in (fitted, run))
+    for t in ("flowgrid", "activity"):
+        assert on[t]["n_rows"] == off[t]["n_rows"] and on[t]["train_z"] != off[t]["train_z"]
+
+
 def test_live_scoring_scores_activity_and_sees_a_frozen_feed(frames_run):
     """The stepper's flow-grid rows carry the grid layout, so ``vad watch`` derives activity rows
     too; a feed that freezes (one frame repeated) is less usual to them than the moving scene."""

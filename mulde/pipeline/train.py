@@ -251,7 +251,7 @@ def _fit_types(cfg: RunConfig, ds: Any, extractors: list, types: tuple[str, ...]
     extractor = extractors[0]
     stats, timings, ranges, det = {}, {}, {}, None
     crossfit_folds = min(int(cfg.scoring.crossfit_folds or 0), len(train))
-    frame_level = {t for ex in extractors[1:] for t in ex.feature_types}
+    frame_level = {t for ex in extractors if ex.name != "objects" for t in ex.feature_types}  # one row per frame
     frame_level.update(derived_frame_types(cfg.scoring.derived, frame_level))
     crossfit = frame_level & set(types) if len(types) > 1 and crossfit_folds >= 2 else set()
     for ftype in types:
