@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,20 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "ucsd_ped2").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (only present in the project's workspace)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cross_fitted(caplog):
+    """``train(args, out, folds)``: ``vad train ARGS`` with ``scoring.crossfit_folds=folds`` into
+    ``out``; returns the training log and the new run's per-type statistics."""
+    from mulde.cli import main
+
+    def train(args: list[str], out: Path, folds: int) -> tuple[str, dict]:
+        with caplog.at_level("INFO", logger="mulde.pipeline.train"):
+            assert main(["train", *args, "--opt", f"scoring.crossfit_folds={folds}", "--out", str(out), "-q"]) == 0
+        return caplog.text, json.loads((out / "run.json").read_text())["stats"]
+
+    return train
 
 
 @pytest.fixture(autouse=True)

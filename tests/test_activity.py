@@ -93,18 +93,15 @@ def test_a_run_with_activity_trains_evaluates_and_scores_it(frames_run):
     assert 0.0 <= metrics["per_type"]["activity"]["micro_auc"] <= 1.0
 
 
-def test_a_frame_centric_run_cross_fits_both_frame_level_types(frames_run, caplog):
+def test_a_frame_centric_run_cross_fits_both_frame_level_types(frames_run, cross_fitted):
     # flow grid and activity are both one row per frame: with crossfit_folds their statistics
     # come from models that did not see the video, as beside objects
     root, _, common, run = frames_run
-    fitted = root / "run-crossfit"
-    with caplog.at_level("INFO", logger="mulde.pipeline.train"):
-        assert main(["train", *common, "--derived", "activity", "--preset", "test", "--steps", "30",
-                     "--opt", "scoring.crossfit_folds=3", "--out", str(fitted), "-q"]) == 0
+    log, on = cross_fitted([*common, "--derived", "activity", "--preset", "test", "--steps", "30"],
+                           root / "run-crossfit", 3)
+    off = json.loads((run / "run.json").read_text())["stats"]
     for t in ("flowgrid", "activity"):
-        assert f"{t}: statistics from 3 models" in caplog.text
-    on, off = (json.loads((r / "run.json").read_text())["stats"] for r in (fitted, run))
-    for t in ("flowgrid", "activity"):
+        assert f"{t}: statistics from 3 models" in log
         assert on[t]["n_rows"] == off[t]["n_rows"] and on[t]["train_z"] != off[t]["train_z"]
 
 

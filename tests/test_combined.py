@@ -368,17 +368,15 @@ def test_without_refit_the_held_out_statistics_are_the_run_models_own(combined):
 
 
 @pytest.mark.slow
-def test_only_the_frame_level_type_is_cross_fitted(combined, caplog):
+def test_only_the_frame_level_type_is_cross_fitted(combined, cross_fitted):
     # The fixture's run has cross-fitting off (the default); with 4 folds (3: the run has 3
     # videos, the probe 2) the flowgrid statistics come from videos a model did not see and the
     # velocity statistics stay those of its training rows.
     root, _, common, run = combined
     fitted = root / "run-crossfit"
-    with caplog.at_level("INFO", logger="mulde.pipeline.train"):
-        assert main(["train", *common, "--preset", "test", "--steps", "40", "--combine", "holdout_sum",
-                     "--opt", "scoring.crossfit_folds=4", "--out", str(fitted), "-q"]) == 0
-    assert "flowgrid: statistics from 3 models" in caplog.text and "velocity: statistics" not in caplog.text
-    on, off = (json.loads((r / "run.json").read_text())["stats"] for r in (fitted, run))
+    log, on = cross_fitted([*common, "--preset", "test", "--steps", "40", "--combine", "holdout_sum"], fitted, 4)
+    assert "flowgrid: statistics from 3 models" in log and "velocity: statistics" not in log
+    off = json.loads((run / "run.json").read_text())["stats"]
     assert on["velocity"] == off["velocity"]
     assert on["flowgrid"]["train_z"] != off["flowgrid"]["train_z"]
     assert on["flowgrid"]["n_rows"] == off["flowgrid"]["n_rows"] == 3 * N_FRAMES
