@@ -2,8 +2,9 @@
 
 :class:`OnlineScorer` is what ``vad watch`` and ``vad score --causal`` run. Per stream it keeps a
 frame-by-frame extractor (:mod:`mulde.extractors.stepwise`: previous frame, online motion model,
-trailing clip window) plus one for each ``extractor.frame_features`` entry, an online tracker for runs trained with ``--track-window``, the recent
-object rows for runs trained with ``--derived`` and a :class:`CausalSmoother`. The trained
+trailing clip window) plus one per ``extractor.frame_features`` entry, an online tracker for
+runs trained with ``--track-window``, the recent object rows for runs trained with ``--derived``
+and a :class:`CausalSmoother`. The trained
 detectors and extractor models are shared by all streams, and frames of several streams are
 detected and scored in one batch.
 
