@@ -60,23 +60,35 @@ def make_clips(folder: Path, seconds: float) -> dict[str, Path]:
     return out
 
 
-def row_widths(cfg, extractors) -> dict[str, int]:
-    """Each feature type's row width as the run's detectors see it: the extractors on the first
-    frames of Ped2 test 01, then the run's tracklet and derived columns (no width is hard-coded,
-    so the preset's types and columns are always the ones measured)."""
+def first_frames(clip: Path, n: int = 12) -> np.ndarray:
+    """The first ``n`` RGB frames of Ped2 test 01, or of ``clip`` where ../shared is absent."""
     import cv2
 
-    from mulde.datasets.video import ArrayVideo, list_frame_files
+    from mulde.datasets.video import list_frame_files
+
+    ped2 = SHARED / "ucsd_ped2" / "testing" / "frames" / "01"
+    if ped2.is_dir():
+        return np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in list_frame_files(ped2)[:n]])
+    cap, frames = cv2.VideoCapture(str(clip)), []
+    while len(frames) < n and (got := cap.read())[0]:
+        frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack(frames)
+
+
+def row_widths(cfg, extractors, frames: np.ndarray) -> dict[str, int]:
+    """Each feature type's row width as the run's detectors see it: the extractors on a few
+    frames, then the run's tracklet and derived columns (no width is hard-coded, so the preset's
+    types and columns are always the ones measured)."""
+    from mulde.datasets.video import ArrayVideo
     from mulde.pipeline.score import prepare_tables
 
-    files = list_frame_files(SHARED / "ucsd_ped2" / "testing" / "frames" / "01")[:12]
-    frames = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
     raw = {t: tab for ex in extractors for t, tab in ex.extract(ArrayVideo(frames), progress=False).items()}
     tables = prepare_tables(raw, cfg.scoring.track_window, cfg.scoring.derived, cfg.scoring.derived_window)
     return {t: int(tab.values.shape[1]) for t, tab in tables.items()}
 
 
-def cost_equivalent_run(dataset: str, imgsz: int, device: str, folder: Path):
+def cost_equivalent_run(dataset: str, imgsz: int, device: str, folder: Path, frames: np.ndarray):
     """A run with a packaged dataset file's extractors and untrained-cost-equivalent MULDE detectors."""
     from mulde.config import resolve_config, resolved_record
     from mulde.detector.registry import make_detector
@@ -90,7 +102,7 @@ def cost_equivalent_run(dataset: str, imgsz: int, device: str, folder: Path):
                           "alerts.threshold": 3.0})  # fitted on random rows: no calibration, a fixed level
     extractors = build_extractors(cfg)
     extractor = extractors[0]
-    dims = row_widths(cfg, extractors)
+    dims = row_widths(cfg, extractors, frames)
     types = tuple(dims)
     rng = np.random.default_rng(0)
     detectors = {}
@@ -137,7 +149,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clips", help="a folder with 360x240.mp4 / 640x360.mp4 made earlier (a machine "
-                                    "without FFmpeg); default: encode them from ../shared/data")
+                                    "without FFmpeg or ../shared); default: encode them from ../shared/data")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import logging
@@ -164,7 +176,8 @@ def main() -> int:
                 run = load_run(args.model, device=args.device)
                 label = Path(args.model).name
             else:
-                run = cost_equivalent_run(dataset, imgsz, args.device, Path(tmp))
+                frames = first_frames(next(iter(clips.values())))
+                run = cost_equivalent_run(dataset, imgsz, args.device, Path(tmp), frames)
                 label = f"{'Ped2' if dataset == 'ped2' else 'Avenue'} preset, YOLO @{imgsz}"
             scorer = OnlineScorer(run)
             scorer.step(scorer.new_stream(), 0, np.zeros((240, 360, 3), np.uint8))  # load the models

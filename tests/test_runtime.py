@@ -74,6 +74,36 @@ def test_cache_key_names_the_runtime(monkeypatch):
     assert ObjectExtractor(yolo_runtime="torch", device="cpu", deep=False, pipelined=False).config() == torch_cfg
 
 
+class _Recorded:
+    """An extractor whose config is given: what ``check_features`` compares with a run's record."""
+
+    name, feature_types = "objects", ("velocity",)
+
+    def __init__(self, **config):
+        self._config = {"extractor": "objects", "n_bins": 8, **config}
+
+    def config(self):
+        return self._config
+
+
+@pytest.mark.parametrize("trained, here", [({"amp": True}, {"amp": False, "yolo_runtime": "onnx"}),
+                                           ({"amp": False, "yolo_runtime": "openvino-bf16"}, {"amp": True}),
+                                           ({"precision": "bf16"}, {"precision": "fp32"})])
+def test_a_run_trained_at_another_precision_scores_with_a_warning(tmp_path, caplog, trained, here):
+    # trained on a GPU (YOLO and CLIP in fp16, Hiera in bf16), scored on a CPU, or the other way round
+    from mulde.pipeline.cache import extractor_key
+    from mulde.pipeline.run import Run, check_features
+
+    then = _Recorded(**trained)
+    run = Run(folder=tmp_path, config={}, extractor="objects", extractor_key=extractor_key("objects", then.config()),
+              feature_types=("velocity",), stats={}, detectors={}, info={"extractor_config": then.config()})
+    with caplog.at_level("WARNING", logger="mulde.pipeline.run"):
+        check_features(run, _Recorded(**here))
+    assert len(caplog.records) == 1 and "scores may shift slightly" in caplog.text
+    with pytest.raises(InputError, match="n_bins: 8 -> 4"):  # a setting that changes the features is refused
+        check_features(run, _Recorded(**here, n_bins=4))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_exported_detector_matches_pytorch_on_ped2(shared_data, runtime):

@@ -262,7 +262,8 @@ class ObjectExtractor:
         cfg["detector_weights"] = f"sha256:{weights_digest(self.detector.weights)}" if self.use_detector else None
         cfg["clip_weights"] = (f"sha256:{weights_digest(clip_mod.weights_file(self.cfg.clip_weights, self.cfg.cache))}"
                                if self.deep and not self.cfg.clip_random_init else None)
-        cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda"))
+        # fp16 only where a network runs (YOLO, CLIP); motion boxes alone are the same either way
+        cfg["amp"] = bool(self.cfg.amp and self.device.startswith("cuda") and (self.use_detector or self.deep))
         for key in ("appearance", "context"):  # off: the keys of caches made before the option existed
             if not cfg[key]:
                 cfg.pop(key)

@@ -120,6 +120,17 @@ def check_features(run: Run, extractors: Any) -> None:
         _check_one(run, ex, key, then)
 
 
+EXECUTION_KEYS = ("amp", "yolo_runtime", "precision")  # how the features are computed, not which
+
+
+def _precision(config: dict[str, Any]) -> str:
+    """fp16, bf16 or fp32: what an extractor config's models compute in."""
+    if config.get("amp"):
+        return "fp16"
+    runtime = str(config.get("yolo_runtime") or config.get("precision") or "fp32")
+    return runtime.rsplit("-", 1)[-1] if runtime.endswith(("bf16", "fp16")) else "fp32"
+
+
 def _check_one(run: Run, extractor: Any, recorded_key: str | None, then: dict[str, Any]) -> None:
     from mulde.pipeline.cache import extractor_key
 
@@ -129,11 +140,15 @@ def _check_one(run: Run, extractor: Any, recorded_key: str | None, then: dict[st
     now = extractor.config()
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
-    fp32 = {None, "torch", "onnx"}  # YOLO in PyTorch or ONNX Runtime: the same fp32 boxes (< 0.001 px apart)
-    if changed and all(c.startswith("yolo_runtime:") for c in changed) and \
-            then.get("yolo_runtime") in fp32 and now.get("yolo_runtime") in fp32:
-        log.info("YOLO runs in %s here and ran in %s for training: the same fp32 detections",
-                 now.get("yolo_runtime") or "torch", then.get("yolo_runtime") or "torch")
+    if changed and all(c.split(":")[0] in EXECUTION_KEYS for c in changed):
+        was, is_ = _precision(then), _precision(now)
+        if was == is_:  # YOLO in PyTorch or ONNX Runtime: the same fp32 boxes (< 0.001 px apart)
+            log.info("YOLO runs in %s here and ran in %s for training: the same fp32 detections",
+                     now.get("yolo_runtime") or "torch", then.get("yolo_runtime") or "torch")
+        else:  # a run trained on a GPU scored on a CPU, or the other way round
+            log.warning("%s: the models ran in %s for training and run in %s here (%s): the same "
+                        "features up to rounding, so scores may shift slightly", run.folder, was, is_,
+                        "; ".join(changed))
         return
     what = "; ".join(changed) if changed else f"mulde {run.info.get('mulde_version')} -> this version"
     raise InputError(f"{run.folder}: these features differ from the ones the run was trained on ({what}); "
