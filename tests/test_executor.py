@@ -161,6 +161,21 @@ def ray_cluster():
     ray.shutdown()
 
 
+def test_a_worker_that_imports_another_mulde_says_so(tmp_path):
+    # the version is part of every cache key: a worker importing another copy of the package
+    # (a source tree beside an installed one) would write under other keys
+    import pickle
+
+    from mulde.errors import MuldeError
+    from mulde.pipeline.extract_job import ExtractJob
+
+    job = pickle.loads(pickle.dumps(ExtractJob(make_extractor(), FeatureCache(tmp_path), "folder", "train")))
+    job.setup(None)  # the same copy: the worker's extractor writes the same key
+    job._extractor, job.version = None, "0.0.0+elsewhere"
+    with pytest.raises(MuldeError, match=r"mulde 0\.0\.0\+elsewhere and its worker mulde .*pip install -e"):
+        job.setup(None)
+
+
 def test_ray_local_cluster_matches_one_process(ray_cluster, data, reference, tmp_path):
     summary = extract_split(FolderDataset(data), "train", make_extractor(), FeatureCache(tmp_path),
                             progress=False, executor="ray", workers=2)

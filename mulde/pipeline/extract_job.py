@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from mulde import __version__
 from mulde.datasets.base import VideoItem
 from mulde.errors import MuldeError
 from mulde.pipeline.cache import FeatureCache, extractor_key
@@ -41,6 +42,7 @@ class ExtractJob:
         self.cache_root = str(cache.root)
         self.dataset, self.split, self.fps, self.overwrite = dataset, split, fps, overwrite
         self.key = extractor_key(extractor.name, extractor.config())
+        self.version = __version__  # part of the key: a worker importing another copy writes other keys
         self.types = tuple(extractor.feature_types)
         self.gpu = _on_gpu(extractor)
         self.recipe = extractor_recipe(extractor)
@@ -80,6 +82,10 @@ class ExtractJob:
             torch.cuda.set_device(torch.device(device))
         extractor = cls(**options)
         key = extractor_key(extractor.name, extractor.config())
+        if self.version != __version__:
+            raise MuldeError(f"this process runs mulde {self.version} and its worker mulde {__version__} (a source "
+                             "tree beside an installed copy?); install the one you run (pip install -e .) or run "
+                             "with --workers 1")
         if key != self.key:
             raise MuldeError(f"a worker rebuilt the {extractor.name} extractor with cache key {key}, not "
                              f"{self.key}; run with --workers 1")
