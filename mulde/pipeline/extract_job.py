@@ -71,6 +71,10 @@ class ExtractJob:
     def setup(self, device: str | None) -> None:
         if self._extractor is not None:
             return  # inline: the caller's extractor, exactly as given
+        if self.version != __version__:
+            raise MuldeError(f"this process runs mulde {self.version} and its worker mulde {__version__} (a source "
+                             "tree beside an installed copy?); install the one you run (pip install -e .) or run "
+                             "with --workers 1")
         cls, options = self.recipe
         if options is None:
             self._extractor = cls
@@ -82,10 +86,6 @@ class ExtractJob:
             torch.cuda.set_device(torch.device(device))
         extractor = cls(**options)
         key = extractor_key(extractor.name, extractor.config())
-        if self.version != __version__:
-            raise MuldeError(f"this process runs mulde {self.version} and its worker mulde {__version__} (a source "
-                             "tree beside an installed copy?); install the one you run (pip install -e .) or run "
-                             "with --workers 1")
         if key != self.key:
             raise MuldeError(f"a worker rebuilt the {extractor.name} extractor with cache key {key}, not "
                              f"{self.key}; run with --workers 1")
