@@ -134,10 +134,9 @@ def _precision(config: dict[str, Any]) -> str:
 def _check_one(run: Run, extractor: Any, recorded_key: str | None, then: dict[str, Any]) -> None:
     from mulde.pipeline.cache import extractor_key
 
-    key = extractor_key(extractor.name, extractor.config())
-    if key == recorded_key:
+    now = extractor.config()  # hashes weight files: once
+    if extractor_key(extractor.name, now) == recorded_key:
         return
-    now = extractor.config()
     changed = [f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(then) | set(now))
                if then.get(k) != now.get(k)]
     if changed and all(c.split(":")[0] in EXECUTION_KEYS for c in changed):
