@@ -204,3 +204,42 @@ def test_sigterm_closes_the_open_event_and_flushes(clip, run_dir, tmp_path):
     frame = pd.read_csv(scores)
     assert 0 < len(frame) < N_FRAMES  # stopped in the middle of the 4 s clip, rows complete
     assert "mulde_frames_total" in metrics and 'quantile="0.95"' in metrics and "mulde_events_total" in metrics
+
+
+def _write_video(path: Path, width: int, height: int, n: int = 12) -> Path:
+    import cv2
+
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (width, height))
+    for i in range(n):
+        frame = np.full((height, width, 3), 90, np.uint8)
+        cv2.rectangle(frame, (5 + 4 * i, 20), (25 + 4 * i, 60), (250, 250, 250), -1)  # a walker moving right
+        out.write(frame)
+    out.release()
+    return path
+
+
+def test_watch_warms_each_frame_size_once_and_leaves_streams_untouched(run_dir, tmp_path, monkeypatch):
+    from mulde.pipeline.online import OnlineScorer
+
+    videos = [str(_write_video(tmp_path / f"{w}x{h}.mp4", w, h)) for w, h in ((160, 96), (160, 96), (200, 112))]
+    sizes: list[tuple[int, int]] = []
+    warm = OnlineScorer.warm_up
+
+    def recording(self, height, width, frames=2):
+        sizes.append((height, width))
+        warm(self, height, width, frames)
+
+    def scores(name: str) -> pd.DataFrame:
+        out = tmp_path / f"{name}.csv"
+        assert main(["watch", *videos, "--model", str(run_dir), "--no-realtime", "--scores", str(out),
+                     "--events", str(tmp_path / f"{name}.jsonl"), "--status-every", "0", "-q"]) == 0
+        return pd.read_csv(out).sort_values(["source", "frame"]).reset_index(drop=True)
+
+    monkeypatch.setattr(OnlineScorer, "warm_up", recording)
+    warmed = scores("warmed")
+    assert sizes == [(96, 160), (112, 200)]  # one warm-up per distinct size, before any frame
+    monkeypatch.setattr(OnlineScorer, "warm_up", lambda self, *a, **k: None)
+    cold = scores("cold")
+    assert len(warmed) == 3 * 12 and warmed["score"].notna().all()
+    same = ["source", "frame", "time_s", "score", "score_velocity", "raw", "driver"]  # not the clock columns
+    pd.testing.assert_frame_equal(warmed[same], cold[same], check_exact=True)

@@ -273,6 +273,19 @@ class OnlineScorer:
                             self.track_window, self.derived, self.derived_window,
                             tuple(make_stepper(ex) for ex in self.frame_extractors))
 
+    def warm_up(self, height: int, width: int, frames: int = 2) -> None:
+        """Score a few blank frames of one size on a throwaway stream.
+
+        The first frame of a new size pays one-off costs (the detector's input setup, the flow
+        estimator's buffers, lazy kernels on a GPU): about 150 ms here against 10-90 ms after it
+        (benchmarks/RESULTS.md). A live watcher pays them before its first camera frame instead
+        of dropping the frames that arrive meanwhile; the streams it scores are not touched.
+        """
+        stream = self.new_stream()
+        blank = np.zeros((int(height), int(width), 3), np.uint8)
+        for index in range(int(frames)):
+            self.step(stream, index, blank)
+
     def smoother_delay(self) -> float:
         return CausalSmoother(self.sigma, self.smoothing).delay_frames
 

@@ -17,6 +17,10 @@ latencies; scores and events are streamed to files. SIGINT/SIGTERM stop the capt
 open event (``closed_by: signal``) and flush every output. A status line (fps, latency, drop
 rate, events) is logged every ``status_every`` seconds, and ``metrics_port`` serves Prometheus
 text metrics on 127.0.0.1.
+
+Before the captures start, the scorer is warmed up once per distinct frame size
+(:meth:`~mulde.pipeline.online.OnlineScorer.warm_up`), so the one-off costs of a first frame do
+not make a camera's first frames late or dropped.
 """
 
 from __future__ import annotations
@@ -244,7 +248,12 @@ class Watcher:
             self._start_metrics(self.opts.metrics_port)
         if self.score_file is not None:
             self._open_csv()
+        for size in dict.fromkeys((st.source.height, st.source.width) for st in self.states):
+            if min(size) > 0:
+                self.scorer.warm_up(*size)
+        self.started = time.time()
         for st in self.states:
+            st.started = self.started
             st.thread = threading.Thread(target=self._capture, args=(st,), name=f"mulde-capture-{st.name}",
                                          daemon=True)
             st.thread.start()
