@@ -177,6 +177,7 @@ def rule_metrics(run_dir: Path, types: list[str], rules: list[str], frame_types:
     run = load_run(run_dir, device="cpu")
     frame = pd.read_csv(run_dir / "eval" / "scores.csv")
     sigma = float(run.config.get("scoring", {}).get("smoothing_sigma") or 0)
+    levels = run.config.get("scoring", {}).get("combine_levels", "sum")
     objects = [t for t in types if t not in frame_types]
     subsets = [objects] if len(objects) > 1 else []
     if len(types) > len(objects) and len(types) > 1:
@@ -186,7 +187,8 @@ def rule_metrics(run_dir: Path, types: list[str], rules: list[str], frame_types:
         for rule in rules:
             scores, labels = {}, {}
             for vid, g in frame.groupby("video", sort=False):
-                scores[vid] = smooth(combine({t: g[f"score_{t}"].to_numpy() for t in subset}, run.stats, rule), sigma)
+                scores[vid] = smooth(combine({t: g[f"score_{t}"].to_numpy() for t in subset}, run.stats, rule, levels),
+                                     sigma)
                 labels[vid] = g["label"].to_numpy().astype(int)
             out[f"{'+'.join(subset)} {rule}"] = auc_metrics(scores, labels)
     return out

@@ -186,7 +186,7 @@ def _add_features(p: argparse.ArgumentParser) -> None:
 
 
 def _add_detector(p: argparse.ArgumentParser) -> None:
-    from mulde.config import COMBINE_RULES
+    from mulde.config import COMBINE_LEVELS, COMBINE_RULES
 
     g = p.add_argument_group("density model (detector.*; defaults: the paper's values)")
     g.add_argument("--detector", dest="detector.name", choices=["mulde", "gmm", "knn", "msma"],
@@ -227,6 +227,9 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
                         "standardised on held-out normal frames; holdout_tail: sum of each type's surprise "
                         "(-log10 tail fraction) on held-out normal frames; conformal: sum of each type's "
                         "-log10 conformal p-value against its training frames (default: conformal)")
+    g.add_argument("--combine-levels", dest="scoring.combine_levels", choices=COMBINE_LEVELS,
+                   help="objects with --frame-features: the larger of the object types' and the frame types' "
+                        "merged scores (max), or one merge over every type (sum) (default: max)")
 
 
 def _add_smoothing(p: argparse.ArgumentParser) -> None:

@@ -90,6 +90,8 @@ class DetectorSection:
 CombineRule = Literal["sum", "max", "holdout_sum", "holdout_max", "holdout_tail", "conformal"]
 COMBINE_RULES: tuple[str, ...] = typing.get_args(CombineRule)
 """How feature types are merged (``scoring.combine``; each rule is in mulde/pipeline/score.py)."""
+CombineLevels = Literal["max", "sum"]
+COMBINE_LEVELS: tuple[str, ...] = typing.get_args(CombineLevels)
 
 
 @dataclass
@@ -107,12 +109,17 @@ class ScoringConfig:
     # "holdout_max" standardise each type on held-out normal training frames instead; "holdout_tail"
     # sums each type's surprise, -log10 of the fraction of those frames that score higher;
     # "conformal" sums -log10 of each type's conformal p-value against its own training frames).
+    # combine_levels: in a run with object types and frame-level types (extractor.frame_features),
+    # each level is merged by `combine` and the two levels' scores by "max" (the default: a type
+    # blind to an anomaly kind, such as the flow grid to a stop, then adds no noise to the level
+    # that sees it) or "sum" (one merge over every type, as runs trained before it was added).
     # crossfit_folds: K >= 2 gives each frame-level type (flow grid, Hiera, activity) of a run of
     # several types its statistics from training videos a model did not see: K more models per
     # such type, each fitted without one of K folds of the videos (0 = off, the default).
     derived: tuple[Literal["track", "position", "activity"], ...] = ()
     derived_window: int = 12
     combine: CombineRule = "conformal"
+    combine_levels: CombineLevels = "max"
     crossfit_folds: int = 0
 
 

@@ -146,6 +146,45 @@ def test_conformal_keeps_a_type_with_huge_normal_spikes_from_outvoting_the_other
         combine({"a": np.zeros(3)}, {"a": _stats(0.0, 1.0)}, "conformal")
 
 
+def test_combine_levels_max_keeps_a_blind_frame_type_from_adding_noise_to_the_objects():
+    # Frames 0-5 are normal, 6-7 anomalous: the objects (velocity + pose, complementary) see both
+    # anomalies; the flow grid is blind to them (a stop: its stillest, most "normal" frames) and
+    # spreads its usual noise over the normal frames.
+    rng = np.random.default_rng(0)
+    train = {t: rng.normal(0.0, 1.0, 4000) for t in ("velocity", "pose", "flowgrid")}
+    stats = {t: type_stats([v], v) for t, v in train.items()}
+    per_type = {"velocity": np.array([0.5, 0.1, 1.2, 0.8, 0.3, 1.0, 2.5, 2.6]),
+                "pose": np.array([0.2, 1.3, 0.4, 0.9, 1.1, 0.6, 2.4, 2.3]),
+                "flowgrid": np.array([2.0, 1.1, 3.2, 0.7, 2.2, 1.9, -3.0, -3.0])}
+    labels = np.r_[np.zeros(6), np.ones(2)]
+    auc = {lv: auc_metrics({"v": combine(per_type, stats, "conformal", lv)}, {"v": labels})["micro_auc"]
+           for lv in ("sum", "max")}
+    assert auc["max"] == 1.0 and auc["sum"] < 0.9, auc
+    s = {t: conformal_surprise((v - stats[t].mean) / stats[t].std, stats[t]) for t, v in per_type.items()}
+    np.testing.assert_allclose(combine(per_type, stats, "conformal", "max"),
+                               np.maximum(s["velocity"] + s["pose"], s["flowgrid"]))
+    np.testing.assert_allclose(combine(per_type, stats, "conformal", "sum"), s["velocity"] + s["pose"] + s["flowgrid"])
+    objects = {t: per_type[t] for t in ("velocity", "pose")}  # one level only: the levels rule changes nothing
+    np.testing.assert_array_equal(combine(objects, stats, "conformal", "max"), combine(objects, stats, "conformal", "sum"))
+    frames = {"flowgrid": per_type["flowgrid"], "activity": per_type["pose"]}
+    stats["activity"] = stats["pose"]
+    np.testing.assert_array_equal(combine(frames, stats, "conformal", "max"), combine(frames, stats, "conformal", "sum"))
+    with pytest.raises(InputError, match="combine_levels"):
+        combine(per_type, stats, "conformal", "mean")
+
+
+def test_runs_trained_before_combine_levels_keep_one_sum(tmp_path):
+    from mulde.pipeline.run import Run, run_config
+
+    def levels(config: dict) -> str:
+        run = Run(folder=tmp_path, config=config, extractor="objects", extractor_key="k", feature_types=("velocity",),
+                  stats={}, detectors={}, info={})
+        return run_config(run).scoring.combine_levels
+
+    assert levels({"scoring": {"combine": "conformal"}}) == "sum"
+    assert levels({"scoring": {"combine": "conformal", "combine_levels": "max"}}) == "max"
+
+
 @pytest.mark.parametrize("folds", [2, 5])
 def test_out_of_fold_frames_come_from_models_that_did_not_see_the_video(folds):
     # five videos far apart: a nearest-neighbour model scores its own training rows 0 and a video

@@ -21,6 +21,10 @@ import numpy as np
 from mulde.atomic import atomic_path
 from mulde.errors import InputError
 
+OBJECT_FEATURE_TYPES = ("velocity", "pose", "deep", "appearance", "context")
+"""The types of the object-centric extractor: one row per object. Every other type (flow grid,
+Hiera, derived activity) has one row per frame."""
+
 
 @dataclass
 class FeatureTable:

@@ -35,7 +35,12 @@ from tqdm.auto import tqdm
 from mulde.device import resolve_device
 from mulde.errors import InputError, VideoError
 from mulde.extractors import clip as clip_mod
-from mulde.extractors.base import FeatureTable, check_options, put_unless_stopped
+from mulde.extractors.base import (
+    OBJECT_FEATURE_TYPES,
+    FeatureTable,
+    check_options,
+    put_unless_stopped,
+)
 from mulde.extractors.context import CONTEXT_COLUMNS, context_features
 from mulde.extractors.detection import PERSON, Detections, YoloDetector, box_area, moved_by_flow
 from mulde.extractors.flow import FLOW_METHODS, RAFT_METHODS, FlowEstimator
@@ -48,7 +53,6 @@ from mulde.extractors.yolo_runtime import RUNTIMES, inference_precision
 log = logging.getLogger("mulde")
 
 PROPOSALS = ("yolo+motion", "yolo", "motion")
-FEATURE_TYPES = ("velocity", "pose", "deep", "appearance", "context")
 CONFIG_VERSION = 1
 
 
@@ -191,7 +195,7 @@ class ObjectExtractor:
         if self.cfg.appearance and not self.use_detector:
             raise InputError("appearance features come from the detector; use proposals 'yolo+motion' or 'yolo'")
         self.feature_types: tuple[str, ...] = tuple(
-            t for t, on in zip(FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep, self.cfg.appearance,
+            t for t, on in zip(OBJECT_FEATURE_TYPES, (self.cfg.velocity, self.pose, self.deep, self.cfg.appearance,
                                                self.cfg.context)) if on
         )
         if not self.feature_types:

@@ -67,7 +67,8 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
     for item, tables in test:
         n = len(item.labels) if item.labels is not None else next(iter(tables.values())).n_frames
         final, per_type, _ = score_video(tables, run.detectors, run.stats, n, sigma, window, cfg.scoring.derived,
-                                          cfg.scoring.derived_window, cfg.scoring.combine)
+                                          cfg.scoring.derived_window, cfg.scoring.combine,
+                                          cfg.scoring.combine_levels)
         combined[item.video_id] = final
         frame_rows = {"video": item.video_id, "frame": np.arange(n), "score": final}
         if item.labels is not None:
@@ -98,6 +99,7 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, o
         "dataset": ds.name, "root": str(ds.root), "features": cfg.extractor.features,
         "extractor": run.extractor, "feature_types": list(run.feature_types),
         "detector": cfg.detector.name, "smoothing_sigma": sigma, "combine": cfg.scoring.combine,
+        "combine_levels": cfg.scoring.combine_levels,
         "run": str(run.folder),
     })
     out.mkdir(parents=True, exist_ok=True)

@@ -251,7 +251,7 @@ class OnlineScorer:
         self.derived = check_derived(cfg.scoring.derived, cfg.scoring.derived_window)
         self.derived_window = int(cfg.scoring.derived_window)
         self.frame_kinds = tuple(k for k in self.derived if k not in object_kinds(self.derived))
-        self.rule = cfg.scoring.combine
+        self.rule, self.levels = cfg.scoring.combine, cfg.scoring.combine_levels
         self.sigma = float(cfg.scoring.smoothing_sigma or 0) if sigma is None else float(sigma)
         self.smoothing = smoothing or getattr(getattr(cfg, "alerts", None), "smoothing", "gaussian")
         CausalSmoother(self.sigma, self.smoothing)  # validates
@@ -341,7 +341,7 @@ class OnlineScorer:
         stats = self.run.stats
         per_type = {t: float(rows[t].max()) if len(rows[t]) else float(stats[t].fill) for t in self.types}
         z = {t: (per_type[t] - stats[t].mean) / stats[t].std for t in self.types}
-        raw = float(combine({t: np.array([per_type[t]]) for t in self.types}, stats, self.rule)[0])
+        raw = float(combine({t: np.array([per_type[t]]) for t in self.types}, stats, self.rule, self.levels)[0])
         score = stream.smoother.step(raw)
         stream.n_scored += 1
         driver = max(z, key=z.get) if z else None

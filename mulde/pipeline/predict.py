@@ -97,7 +97,8 @@ def score_file(video: str | Path, run_dir: str | Path, out: str | Path | None = 
         final, per_type, rows = score_video(tables, run.detectors, run.stats, n,
                                             float(cfg.scoring.smoothing_sigma or 0),
                                             int(cfg.scoring.track_window or 0), cfg.scoring.derived,
-                                            cfg.scoring.derived_window, cfg.scoring.combine)
+                                            cfg.scoring.derived_window, cfg.scoring.combine,
+                                            cfg.scoring.combine_levels)
         warn_if_unlike_training(run, video, fps, (reader.width, reader.height), per_type)
         frame = pd.DataFrame({"frame": np.arange(n), "time_s": np.arange(n) / fps, "score": final})
         for t, s in per_type.items():

@@ -96,7 +96,11 @@ def run_config(run: Run, overrides: Mapping[str, Any] | None = None, config_file
 
     No dataset file or preset is applied again: the record already holds every decided value.
     """
-    return resolve_config(overrides, config_file=config_file, base=run.config, opt=opt, packaged=False)
+    base = run.config
+    scoring = base.get("scoring") or {}
+    if "combine_levels" not in scoring:  # trained before the option: one merge over every type
+        base = {**base, "scoring": {**scoring, "combine_levels": "sum"}}
+    return resolve_config(overrides, config_file=config_file, base=base, opt=opt, packaged=False)
 
 
 def check_features(run: Run, extractors: Any) -> None:

@@ -29,6 +29,13 @@ Rules (paper section 4, supplementary 7.2-7.3):
   cannot outvote the others with one huge value; and the temporal smoothing that follows
   averages rarities, not raw spikes. It needs no hold-out videos, and it is the default
   (``scoring.combine``; measured in benchmarks/RESULTS.md);
+- in a run with object types and frame-level types (``extractor.frame_features``), the rule merges
+  each level apart and the frame takes the larger level (``scoring.combine_levels: max``, the
+  default; ``sum`` merges every type at once, as runs trained before the option did). The two
+  levels see different things: the flow grid is blind to a scene that stops (its stillest frames
+  are its most normal), the objects to motion no box covers; in a sum the blind level adds its
+  normal noise to every frame, in the max it adds nothing, at the price of the summed evidence
+  where both levels see an anomaly (benchmarks/RESULTS.md, session 30);
 - object tables may first get tracklet smoothing (``tracks.py``) and derived track/position
   columns (``derived.py``), the same at training and test time (``prepare_tables``);
 - the result is smoothed over time per video with a 1-D Gaussian of ``smoothing_sigma`` frames.
@@ -43,9 +50,9 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from mulde.config import COMBINE_RULES
+from mulde.config import COMBINE_LEVELS, COMBINE_RULES
 from mulde.errors import InputError
-from mulde.extractors.base import FeatureTable
+from mulde.extractors.base import OBJECT_FEATURE_TYPES, FeatureTable
 
 
 @dataclass
@@ -190,21 +197,37 @@ def standardise(scores: np.ndarray, st: TypeStats, rule: str) -> np.ndarray:
     return z
 
 
-def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str) -> np.ndarray:
+def combine(per_type: dict[str, np.ndarray], stats: dict[str, TypeStats], rule: str,
+            levels: str = "sum") -> np.ndarray:
     """Standardise each type (training stats, or held-out normal frames for ``holdout_*``); with
     several, sum the z clipped at 0 (``sum``, ``holdout_sum``), take the max (``max``,
-    ``holdout_max``) or sum the surprises (``holdout_tail``, ``conformal``). ``rule`` has no
-    default: every caller passes the run's ``scoring.combine``."""
+    ``holdout_max``) or sum the surprises (``holdout_tail``, ``conformal``). ``rule`` and
+    ``levels`` have no defaults that matter: every caller passes the run's ``scoring.combine``
+    and ``scoring.combine_levels``.
+
+    ``levels="max"``: where object types and frame-level types are both present, each level is
+    merged as above and the frame takes the larger of the two (``"sum"``: one merge over all)."""
     if rule not in COMBINE_RULES:
         raise InputError(f"unknown combine rule {rule!r} (scoring.combine); choose one of {', '.join(COMBINE_RULES)}")
+    if levels not in COMBINE_LEVELS:
+        raise InputError(f"unknown scoring.combine_levels {levels!r}; choose one of {', '.join(COMBINE_LEVELS)}")
     if len(per_type) == 1 and rule == "holdout_tail":  # one type: its linear units, no ties below the median
         rule = "holdout_sum"
     z = {t: standardise(s, stats[t], rule) for t, s in per_type.items()}
+    objects = [t for t in z if t in OBJECT_FEATURE_TYPES]
+    if levels == "max" and 0 < len(objects) < len(z):
+        return np.maximum(_merge([z[t] for t in objects], rule), _merge([z[t] for t in z if t not in objects], rule))
+    return _merge(list(z.values()), rule)
+
+
+def _merge(z: list[np.ndarray], rule: str) -> np.ndarray:
+    """One level's types, standardised by ``rule``: one type as it is, several summed (clipped at
+    0) or, for the ``*max`` rules, their maximum."""
     if len(z) == 1:
-        return next(iter(z.values()))
+        return z[0]
     if rule.endswith("max"):
-        return np.max(list(z.values()), axis=0)
-    return np.sum([np.clip(v, 0.0, None) for v in z.values()], axis=0)
+        return np.max(z, axis=0)
+    return np.sum([np.clip(v, 0.0, None) for v in z], axis=0)
 
 
 def smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
@@ -225,12 +248,12 @@ def prepare_tables(tables: dict[str, FeatureTable], track_window: int = 0, deriv
 
 def score_video(tables: dict[str, FeatureTable], detectors: dict, stats: dict[str, TypeStats],
                 n_frames: int, smoothing_sigma: float, track_window: int = 0, derived: Sequence[str] = (),
-                derived_window: int = 12, rule: str = "sum",
+                derived_window: int = 12, rule: str = "sum", levels: str = "sum",
                 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Score one video: (smoothed combined frame scores, raw frame scores per type, row scores per type).
 
-    ``track_window``, ``derived``, ``derived_window`` and ``rule`` must be the run's (its
-    detectors were trained on rows prepared that way).
+    ``track_window``, ``derived``, ``derived_window``, ``rule`` and ``levels`` must be the run's
+    (its detectors were trained on rows prepared that way, its thresholds on scores merged so).
     """
     tables = prepare_tables(tables, track_window, derived, derived_window)
     per_type, rows = {}, {}
@@ -239,4 +262,4 @@ def score_video(tables: dict[str, FeatureTable], detectors: dict, stats: dict[st
         r = det.score_samples(table.values) if len(table) else np.zeros(0)
         rows[ftype] = np.asarray(r, dtype=np.float64)
         per_type[ftype] = frame_max(table, rows[ftype], n_frames, stats[ftype].fill)
-    return smooth(combine(per_type, stats, rule), smoothing_sigma), per_type, rows
+    return smooth(combine(per_type, stats, rule, levels), smoothing_sigma), per_type, rows

@@ -136,7 +136,8 @@ def split_calibration(n_videos: int, fraction: float, seed: int = 0) -> np.ndarr
 
 
 def held_out_scores(tables: list[dict[str, Any]], detectors: dict[str, Any], stats: dict[str, Any],
-                    sigma: float, smoothing: str = "gaussian", rule: str = "sum") -> list[np.ndarray]:
+                    sigma: float, smoothing: str = "gaussian", rule: str = "sum",
+                    levels: str = "sum") -> list[np.ndarray]:
     """Causally smoothed combined frame scores of held-out videos (their cached feature tables)."""
     from mulde.pipeline.online import CausalSmoother
     from mulde.pipeline.score import combine, frame_max
@@ -148,7 +149,7 @@ def held_out_scores(tables: list[dict[str, Any]], detectors: dict[str, Any], sta
             tab = tabs[t]
             rows = det.score_samples(tab.values) if len(tab) else np.zeros(0)
             per_type[t] = frame_max(tab, rows, tab.n_frames, stats[t].fill)
-        raw = combine(per_type, stats, rule)
+        raw = combine(per_type, stats, rule, levels)
         smoother = CausalSmoother(sigma, smoothing)
         out.append(np.array([smoother.step(x) for x in raw]))
     return out

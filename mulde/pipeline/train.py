@@ -176,7 +176,7 @@ def _calibrate(cfg: RunConfig, info: dict[str, Any], folder: Path, tables: list,
     detectors = {t: load_detector(folder / f"{t}.safetensors") for t in types}
     stats = {t: TypeStats(**info["stats"][t]) for t in types}
     scores = held_out_scores(tables, detectors, stats, float(cfg.scoring.smoothing_sigma or 0), cfg.alerts.smoothing,
-                             rule=cfg.scoring.combine)
+                             rule=cfg.scoring.combine, levels=cfg.scoring.combine_levels)
     fps = (info.get("training_data") or {}).get("fps") or cfg.data.fps or 25.0
     if not held:
         log.warning("thresholds calibrated on the training videos themselves (alerts.calibration_holdout is 0 or "
