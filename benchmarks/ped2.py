@@ -182,16 +182,18 @@ def rule_metrics(run_dir: Path, types: list[str], rules: list[str], frame_types:
     subsets = [objects] if len(objects) > 1 else []
     if len(types) > len(objects) and len(types) > 1:
         subsets.append(types)
-    out = {}
-    for subset in subsets:
-        for rule in rules:
-            scores, labels = {}, {}
-            for vid, g in frame.groupby("video", sort=False):
-                scores[vid] = smooth(combine({t: g[f"score_{t}"].to_numpy() for t in subset}, run.stats, rule, levels),
-                                     sigma)
-                labels[vid] = g["label"].to_numpy().astype(int)
-            out[f"{'+'.join(subset)} {rule}"] = auc_metrics(scores, labels)
-    return out
+    return {f"{'+'.join(subset)} {rule}": combined_metrics(run, frame, subset, rule, levels, sigma)
+            for subset in subsets for rule in rules}
+
+
+def combined_metrics(run, frame, types: list[str], rule: str, levels: str, sigma: float) -> dict:
+    """AUC metrics of ``types`` merged by ``rule`` and ``levels`` and smoothed, per video of an
+    evaluation's ``scores.csv`` (``frame``), as ``vad evaluate`` does it."""
+    scores, labels = {}, {}
+    for vid, g in frame.groupby("video", sort=False):
+        scores[vid] = smooth(combine({t: g[f"score_{t}"].to_numpy() for t in types}, run.stats, rule, levels), sigma)
+        labels[vid] = g["label"].to_numpy().astype(int)
+    return auc_metrics(scores, labels)
 
 
 def rule_table(run_dir: Path, types: list[str], rules: list[str], frame_types: list[str]

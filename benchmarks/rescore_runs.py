@@ -22,11 +22,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from ped2 import combined_metrics  # noqa: E402
 
 from mulde.config import COMBINE_LEVELS  # noqa: E402
-from mulde.pipeline.evaluate import auc_metrics  # noqa: E402
 from mulde.pipeline.run import load_run  # noqa: E402
-from mulde.pipeline.score import combine, smooth  # noqa: E402
 
 
 def rescore(run_dir: Path, levels: str) -> dict:
@@ -37,15 +38,10 @@ def rescore(run_dir: Path, levels: str) -> dict:
     scoring = run.config.get("scoring", {})
     sigma, rule = float(scoring.get("smoothing_sigma") or 0), scoring.get("combine", "sum")
     frame = pd.read_csv(run_dir / "eval" / "scores.csv")
-    scores, labels = {}, {}
-    for vid, g in frame.groupby("video", sort=False):
-        per_type = {t: g[f"score_{t}"].to_numpy() for t in run.feature_types}
-        scores[str(vid)] = smooth(combine(per_type, run.stats, rule, levels), sigma)
-        labels[str(vid)] = g["label"].to_numpy().astype(int)
-    m = auc_metrics(scores, labels)
+    m = combined_metrics(run, frame, list(run.feature_types), rule, levels, sigma)
     groups: dict[str, list[float]] = {}
     for vid, auc in (m.get("per_video_auc") or {}).items():
-        prefix = re.sub(r"[\d_-]+$", "", vid)
+        prefix = re.sub(r"[\d_-]+$", "", str(vid))
         if auc is not None and prefix:  # numbered videos (Ped2's 01, 02, ...) form no groups
             groups.setdefault(prefix, []).append(auc)
     return {"micro": 100 * m["micro_auc"], "macro": 100 * m["macro_auc"],
